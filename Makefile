@@ -1,0 +1,35 @@
+# The README's two set-up commands are `make run` and `make test`; both work on a fresh
+# machine with nothing started by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REDIS_URL ?= redis://127.0.0.1:6379/0
+export REDIS_URL
+
+.PHONY: run test lint install clean protos check-protos bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Run the main job (a short simulated demo on the embedded store).
+run: $(STAMP)
+	$(BIN)/powerfleet demo --out runs/demo
+
+## Run the test suite against a real Redis (started here if nothing answers).
+test: $(STAMP)
+	scripts/ensure-redis.sh "$(REDIS_URL)"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

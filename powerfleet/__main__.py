@@ -1,0 +1,7 @@
+"""``python -m powerfleet`` runs the CLI."""
+
+import sys
+
+from powerfleet.cli import main
+
+sys.exit(main())

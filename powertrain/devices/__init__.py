@@ -1,0 +1,107 @@
+"""Devices: the ``Device`` interface, its backends, and the factory that picks one.
+
+``make_device("sim:orin-nano?seed=3&unit=2")`` builds a simulated Orin Nano; other backends
+register a builder in :data:`BACKENDS` under their scheme name. Code above this package sees
+only :class:`Device`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
+from powertrain.devices.simulated import NoiseModel, SimulatedJetson
+from powertrain.errors import InvalidParameterError, UnknownNameError
+
+Builder = Callable[[str, dict[str, str]], Device]
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise InvalidParameterError(f"device option {name}={value!r} must be one of 1, 0, true, false")
+
+
+def _parse_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidParameterError(f"device option {name}={value!r} must be an integer") from None
+
+
+def _parse_float(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidParameterError(f"device option {name}={value!r} must be a number") from None
+
+
+_SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise")
+
+
+def _build_sim(device_type: str, options: dict[str, str]) -> Device:
+    unknown = sorted(set(options) - set(_SIM_OPTIONS))
+    if unknown:
+        raise InvalidParameterError(
+            f"device option {unknown[0]!r} is not known for sim devices; "
+            f"allowed: {', '.join(_SIM_OPTIONS)}"
+        )
+    noise = None
+    if "noise" in options and not _parse_bool("noise", options["noise"]):
+        noise = NoiseModel.off()
+    return SimulatedJetson(
+        device_type,
+        seed=_parse_int("seed", options.get("seed", "0")),
+        unit=_parse_int("unit", options.get("unit", "0")),
+        throttle=_parse_bool("throttle", options.get("throttle", "1")),
+        fan=options.get("fan", "max"),
+        ambient_c=_parse_float("ambient_c", options.get("ambient_c", "25")),
+        noise=noise,
+    )
+
+
+#: Backend scheme -> builder(device_type, options). Real backends add themselves here.
+BACKENDS: dict[str, Builder] = {"sim": _build_sim}
+
+
+def parse_device_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split ``backend:type?k=v&...`` into its parts (no validation of the type)."""
+    text = spec.strip()
+    if ":" not in text:
+        raise InvalidParameterError(
+            f"device {spec!r} needs a backend prefix; e.g. sim:orin-agx (backends: "
+            f"{', '.join(BACKENDS)})"
+        )
+    backend, rest = text.split(":", 1)
+    device_type, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        options[key] = value
+    return backend, device_type, options
+
+
+def make_device(spec: str) -> Device:
+    """Build a device from a spec string such as ``sim:orin-agx?seed=3&unit=2``."""
+    backend, device_type, options = parse_device_spec(spec)
+    if backend not in BACKENDS:
+        raise UnknownNameError(
+            f"device backend {backend!r} is not known; valid backends: {', '.join(BACKENDS)}"
+        )
+    return BACKENDS[backend](device_type, options)
+
+
+__all__ = [
+    "BACKENDS",
+    "Device",
+    "DeviceInfo",
+    "NoiseModel",
+    "RunResult",
+    "SimulatedJetson",
+    "StepFn",
+    "make_device",
+    "parse_device_spec",
+]

@@ -1,0 +1,142 @@
+"""The ``Device`` interface: one board whose power mode can be set and whose training runs
+can be timed and metered.
+
+Implementations: :class:`~powertrain.devices.simulated.SimulatedJetson` (a physical model on
+a virtual clock) and the real sysfs backend. Callers never branch on the implementation;
+they get a device from :func:`powertrain.devices.make_device`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from powertrain.space import Mode, ModeSpace
+
+#: A training step callback: called once per minibatch with the minibatch index. Real
+#: backends time this work; simulated ones run it (so real training happens) and model time.
+StepFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one measurement window of ``n`` minibatches produced."""
+
+    workload: str
+    mode: Mode
+    minibatch_time_ms: np.ndarray
+    mean_power_w: float
+    energy_j: float
+    start_s: float
+    duration_s: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_minibatches(self) -> int:
+        """Number of minibatches in the window."""
+        return int(self.minibatch_time_ms.size)
+
+    @property
+    def mean_time_ms(self) -> float:
+        """Mean per-minibatch time over the window."""
+        return float(np.mean(self.minibatch_time_ms)) if self.minibatch_time_ms.size else 0.0
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A description of a device for logs, the CLI and the coordinator's node query."""
+
+    device_type: str
+    unit: int
+    backend: str
+    space: str
+    knobs: tuple[str, ...]
+    presets: tuple[str, ...]
+    mode_count: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Device(abc.ABC):
+    """A board with a power-mode space, a mode setter, a training runner and an energy meter."""
+
+    @property
+    @abc.abstractmethod
+    def device_type(self) -> str:
+        """Device type name, e.g. ``orin-agx``; keys predictors in the store."""
+
+    @property
+    @abc.abstractmethod
+    def unit(self) -> int:
+        """Identifier of this physical unit among boards of its type."""
+
+    @property
+    @abc.abstractmethod
+    def space(self) -> ModeSpace:
+        """The modes this board accepts."""
+
+    @abc.abstractmethod
+    def apply_mode(self, mode: Mapping[str, float]) -> Mode:
+        """Set the board to ``mode`` (validated against :attr:`space`) and return it as applied.
+
+        Raises ModeError for a mode outside the space and DeviceError if the board refuses;
+        on failure the previous mode stays in force.
+        """
+
+    def apply_preset(self, name: str) -> Mode:
+        """Set a named vendor preset (nvpmodel entry) and return its mode."""
+        return self.apply_mode(self.space.preset(name).mode)
+
+    @abc.abstractmethod
+    def current_mode(self) -> Mode:
+        """The mode in force, read back from the board."""
+
+    @abc.abstractmethod
+    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+        """Train ``n_minibatches`` of ``workload`` in the current mode; one measurement window.
+
+        Returns per-minibatch times and the mean board power over the window. ``step`` is the
+        real training step to execute per minibatch (None: the backend's own runner).
+        """
+
+    @abc.abstractmethod
+    def energy_j(self) -> float:
+        """Cumulative board energy since the device object was created (J)."""
+
+    @abc.abstractmethod
+    def now_s(self) -> float:
+        """The device's clock in seconds (virtual for simulated boards)."""
+
+    @abc.abstractmethod
+    def idle(self, duration_s: float) -> None:
+        """Let the board sit idle for ``duration_s`` (advances a virtual clock; meters energy)."""
+
+    def info(self) -> DeviceInfo:
+        """Describe this device."""
+        return DeviceInfo(
+            device_type=self.device_type,
+            unit=self.unit,
+            backend=type(self).__name__,
+            space=self.space.name,
+            knobs=self.space.knob_names,
+            presets=tuple(self.space.presets),
+            mode_count=self.space.size,
+        )
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release the board (real backends restore its original settings)."""
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,286 @@
+"""First-principles time and power model of DNN training on a Jetson board.
+
+This is the ground truth of every simulated experiment, so it is built from mechanisms, not
+fitted curves (constants and their sources: ``docs/simulator.md``):
+
+* **GPU time**: a roofline per kernel class. Compute-bound kernels (conv/GEMM) and
+  memory-bound kernels (norms, activations, optimizer) each take the soft maximum of their
+  FLOP time on ``cuda_cores x 2 x f_gpu`` and their byte time on ``bus_bytes x f_emc``.
+* **Host time**: kernel launches and framework work in the main thread scale with single-core
+  speed (``f_cpu x IPC``, slowed by memory stalls at low EMC clocks); they overlap with GPU
+  execution. A pipelined DataLoader is limited by worker count, online cores and CPU clock,
+  and all CPU work together is limited by the online cores.
+* **Power**: always-on base + CPU (per busy core ``f V(f)^2``, idle online cores leak) + GPU
+  (activity x ``f V(f)^2`` per active TPC, plus temperature-dependent leakage) + memory
+  (static with EMC clock, plus energy per byte of traffic). Voltages follow per-rail V/f
+  curves flat below a knee and rising above it.
+
+Everything is vectorised over modes (numpy arrays), so a whole mode space is evaluated in
+one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from powertrain.errors import UnknownNameError
+from powertrain.workloads import Workload
+
+FloatArray = np.ndarray
+
+
+@dataclass(frozen=True)
+class VfCurve:
+    """Voltage/frequency curve of one rail: flat ``v_min`` up to ``knee_mhz``, then rising."""
+
+    knee_mhz: float
+    max_mhz: float
+    v_min: float
+    v_max: float
+    exponent: float = 1.3
+
+    def volts(self, f_mhz: FloatArray) -> FloatArray:
+        """Rail voltage (V) at frequency ``f_mhz``."""
+        x = np.clip((np.asarray(f_mhz, float) - self.knee_mhz) / (self.max_mhz - self.knee_mhz), 0, 1)
+        return self.v_min + (self.v_max - self.v_min) * x**self.exponent
+
+
+@dataclass(frozen=True)
+class BoardPhysics:
+    """Hardware constants of one Jetson board type (nominal unit)."""
+
+    name: str
+    gpu_cuda_cores: int
+    gpu_tpcs: int
+    gpu_arch_efficiency: float  # achieved/peak FP32 ratio of the architecture (dual-issue etc.)
+    gpu_elem_efficiency: float  # fraction of peak memory-bound kernels reach on their FLOPs
+    mem_bus_bytes: float  # bytes per EMC clock: BW = bus_bytes * f_emc
+    mem_efficiency: float  # achievable fraction of peak DRAM bandwidth
+    cpu_ipc: float  # per-clock speed relative to Cortex-A78AE
+    launch_kcycles: float  # host cycles per kernel launch (kcycles)
+    cpu_mem_stall: float  # host slowdown per unit of (f_emc_max / f_emc - 1)
+    gpu_vf: VfCurve
+    cpu_vf: VfCurve
+    base_w: float  # always-on SoC, IO and carrier rails
+    cpu_core_w: float  # dynamic power of one fully busy core at max clock and voltage
+    cpu_idle_core_w: float  # leakage of one online idle core at max voltage
+    gpu_dyn_w: float  # GPU dynamic power at max clock, activity 1, all TPCs
+    gpu_leak_w: float  # GPU leakage at max voltage and 25 C, all TPCs, when not rail-gated
+    mem_static_w_per_ghz: float  # EMC/DRAM background power per GHz of EMC clock
+    mem_pj_per_byte: float  # DRAM + controller energy per byte of traffic
+    thermal_r_c_per_w: float  # junction-to-ambient resistance with the fan at max
+    thermal_r_quiet_c_per_w: float  # ... with the quiet fan profile
+    thermal_tau_s: float  # thermal time constant
+    max_cpu_mhz: float = 0.0
+    max_gpu_mhz: float = 0.0
+    max_mem_mhz: float = 0.0
+    leak_doubling_c: float = 35.0  # leakage doubles every this many degrees
+    trip_c: float = 99.0  # passive throttling trip (cpu-thermal sw-throttle)
+    release_c: float = 96.0  # throttling steps back below this (hysteresis)
+
+
+@dataclass(frozen=True)
+class UnitVariation:
+    """Multiplicative deviations of one physical unit from its type's nominal constants."""
+
+    gpu_speed: float = 1.0
+    cpu_speed: float = 1.0
+    mem_speed: float = 1.0
+    dyn_power: float = 1.0
+    leakage: float = 1.0
+    base_power: float = 1.0
+    thermal_r: float = 1.0
+
+    @classmethod
+    def for_unit(cls, device_type: str, unit: int) -> UnitVariation:
+        """Deterministic variation of unit ``unit`` (independent of the experiment seed)."""
+        type_id = sum(ord(c) * (i + 1) for i, c in enumerate(device_type))
+        rng = np.random.default_rng([7919, type_id, int(unit)])
+        n = rng.normal(size=7)
+        return cls(
+            gpu_speed=1 + 0.015 * n[0],
+            cpu_speed=1 + 0.010 * n[1],
+            mem_speed=1 + 0.010 * n[2],
+            dyn_power=1 + 0.020 * n[3],
+            leakage=1 + 0.080 * n[4],
+            base_power=1 + 0.030 * n[5],
+            thermal_r=1 + 0.050 * n[6],
+        )
+
+
+@dataclass
+class Evaluation:
+    """Noise-free time and power of a batch of modes, with the parts that explain them."""
+
+    time_s: FloatArray
+    power_w: FloatArray
+    t_gpu_s: FloatArray
+    t_host_s: FloatArray
+    t_loader_s: FloatArray
+    gpu_activity: FloatArray
+    cpu_busy_cores: FloatArray
+    parts_w: dict[str, FloatArray] = field(default_factory=dict)
+
+
+def _smax(a: FloatArray, b: FloatArray, p: float) -> FloatArray:
+    """Smooth maximum: overlapping limits lose a little to imperfect overlap."""
+    return np.asarray((a**p + b**p) ** (1.0 / p))
+
+
+def evaluate(
+    board: BoardPhysics,
+    workload: Workload,
+    cpu_cores: FloatArray,
+    cpu_mhz: FloatArray,
+    gpu_mhz: FloatArray,
+    mem_mhz: FloatArray,
+    *,
+    tpc_fraction: FloatArray | float = 1.0,
+    temp_c: FloatArray | float = 25.0,
+    unit: UnitVariation | None = None,
+) -> Evaluation:
+    """Steady-state minibatch time (s) and board power (W) for each mode."""
+    u = unit or UnitVariation()
+    cores = np.asarray(cpu_cores, float)
+    f_c = np.asarray(cpu_mhz, float)
+    f_g = np.asarray(gpu_mhz, float)
+    f_m = np.asarray(mem_mhz, float)
+    tpc = np.broadcast_to(np.asarray(tpc_fraction, float), f_g.shape)
+    temp = np.broadcast_to(np.asarray(temp_c, float), f_g.shape)
+
+    # ---- GPU: roofline per kernel class
+    peak_flops = 2.0 * board.gpu_cuda_cores * tpc * f_g * 1e6 * board.gpu_arch_efficiency * u.gpu_speed
+    bw = board.mem_bus_bytes * f_m * 1e6 * board.mem_efficiency * u.mem_speed
+    t_dense = _smax(workload.dense_gflop * 1e9 / (peak_flops * workload.dense_efficiency),
+                    workload.dense_gb * 1e9 / bw, 4.0)
+    t_elem = _smax(workload.elem_gflop * 1e9 / (peak_flops * board.gpu_elem_efficiency),
+                   workload.elem_gb * 1e9 / bw, 4.0)
+    t_gpu = t_dense + t_elem
+
+    # ---- host: launches + framework work in the main thread; memory stalls at low EMC
+    stall = 1.0 + board.cpu_mem_stall * (board.max_mem_mhz / f_m - 1.0)
+    core_hz = f_c * 1e6 * board.cpu_ipc * u.cpu_speed / stall
+    t_issue = workload.kernels * board.launch_kcycles * 1e3 / core_hz
+    t_fw = workload.framework_mcycles * 1e6 / core_hz
+    t_step = _smax(t_gpu, t_issue, 3.0) + t_fw
+
+    # ---- data loader
+    loader_core_s = workload.loader_mcycles * 1e6 / core_hz  # core-seconds per minibatch
+    main_core_s = t_issue + t_fw
+    if workload.loader_workers > 0:
+        parallel = np.minimum(float(workload.loader_workers), np.maximum(cores - 1.0, 0.5))
+        t_loader = loader_core_s / parallel
+        t_cpu_bound = (loader_core_s + main_core_s) / cores  # all CPU work shares the cores
+        t_mb = _smax(_smax(t_step, t_loader, 6.0), t_cpu_bound, 6.0)
+    else:
+        t_loader = loader_core_s
+        t_mb = t_step + loader_core_s
+
+    # ---- power
+    v_g = board.gpu_vf.volts(f_g)
+    v_c = board.cpu_vf.volts(f_c)
+    vg_rel = v_g / board.gpu_vf.v_max
+    vc_rel = v_c / board.cpu_vf.v_max
+    # Switching activity follows the achieved FLOP rate: a dense kernel at 60 % of peak keeps
+    # the SMs fully busy, a latency-bound one (small GEMMs, depthwise convs) far less.
+    achieved = workload.dense_gflop * 1e9 / (t_dense * peak_flops)
+    dense_activity = 0.3 + 0.7 * np.clip(achieved / 0.6, 0.0, 1.0)
+    activity = np.clip((t_dense * dense_activity + t_elem * 0.45) / t_mb, 0.0, 1.0)
+    p_gpu_dyn = (board.gpu_dyn_w * u.dyn_power * tpc * activity
+                 * (f_g / board.max_gpu_mhz) * vg_rel**2)
+    leak_scale = 2.0 ** ((temp - 25.0) / board.leak_doubling_c)
+    p_gpu_leak = board.gpu_leak_w * u.leakage * tpc * vg_rel**2.5 * leak_scale
+    busy = np.minimum(cores, (loader_core_s + main_core_s) / t_mb)
+    p_cpu_dyn = board.cpu_core_w * u.dyn_power * busy * (f_c / board.max_cpu_mhz) * vc_rel**2
+    p_cpu_idle = board.cpu_idle_core_w * u.leakage * cores * vc_rel**2.5 * leak_scale
+    traffic = workload.total_gb * 1e9 / t_mb  # bytes/s
+    p_mem_static = board.mem_static_w_per_ghz * f_m / 1000.0
+    p_mem_traffic = board.mem_pj_per_byte * 1e-12 * traffic
+    p_mem = p_mem_static + p_mem_traffic
+    p_base = board.base_w * u.base_power
+    power = p_base + p_cpu_dyn + p_cpu_idle + p_gpu_dyn + p_gpu_leak + p_mem
+    return Evaluation(
+        time_s=t_mb, power_w=power, t_gpu_s=t_gpu, t_host_s=main_core_s, t_loader_s=t_loader,
+        gpu_activity=activity, cpu_busy_cores=busy,
+        parts_w={"base": np.broadcast_to(p_base, power.shape), "cpu": p_cpu_dyn + p_cpu_idle,
+                 "gpu": p_gpu_dyn + p_gpu_leak, "mem": p_mem,
+                 # the same total split by how each part responds to load and temperature:
+                 "static": p_base + p_mem_static,
+                 "leakage": p_gpu_leak + p_cpu_idle,
+                 "dynamic": p_cpu_dyn + p_gpu_dyn + p_mem_traffic},
+    )
+
+
+def idle_power_w(board: BoardPhysics, cores: float, cpu_mhz: float, mem_mhz: float,
+                 gpu_mhz: float | None = None, *, tpc_fraction: float = 1.0,
+                 temp_c: float = 25.0, unit: UnitVariation | None = None) -> float:
+    """Board power with nothing running in a mode; ``gpu_mhz=None`` means the GPU is rail-gated."""
+    u = unit or UnitVariation()
+    leak = 2.0 ** ((temp_c - 25.0) / board.leak_doubling_c)
+    vc_rel = float(board.cpu_vf.volts(np.asarray(cpu_mhz))) / board.cpu_vf.v_max
+    power = (board.base_w * u.base_power
+             + board.cpu_idle_core_w * u.leakage * cores * vc_rel**2.5 * leak
+             + board.mem_static_w_per_ghz * mem_mhz / 1000.0)
+    if gpu_mhz is not None:
+        vg_rel = float(board.gpu_vf.volts(np.asarray(gpu_mhz))) / board.gpu_vf.v_max
+        power += board.gpu_leak_w * u.leakage * tpc_fraction * vg_rel**2.5 * leak
+    return float(power)
+
+
+def steady_temperature_c(board: BoardPhysics, power_w: FloatArray | float, ambient_c: float,
+                         fan: str = "max", unit: UnitVariation | None = None) -> FloatArray:
+    """Junction temperature a constant power settles to."""
+    u = unit or UnitVariation()
+    r = board.thermal_r_c_per_w if fan == "max" else board.thermal_r_quiet_c_per_w
+    return np.asarray(ambient_c + r * u.thermal_r * np.asarray(power_w, float))
+
+
+# ---------------------------------------------------------------- nominal boards
+_ORIN_AGX = BoardPhysics(
+    name="orin-agx", gpu_cuda_cores=2048, gpu_tpcs=8, gpu_arch_efficiency=0.85,
+    gpu_elem_efficiency=0.25, mem_bus_bytes=64.0, mem_efficiency=0.75, cpu_ipc=1.0,
+    launch_kcycles=40.0, cpu_mem_stall=0.02,
+    gpu_vf=VfCurve(420.0, 1300.5, 0.60, 0.98), cpu_vf=VfCurve(730.0, 2201.6, 0.60, 1.00),
+    base_w=6.35, cpu_core_w=1.15, cpu_idle_core_w=0.07, gpu_dyn_w=33.0, gpu_leak_w=1.3,
+    mem_static_w_per_ghz=0.45, mem_pj_per_byte=45.0,
+    thermal_r_c_per_w=0.95, thermal_r_quiet_c_per_w=1.9, thermal_tau_s=90.0,
+    max_cpu_mhz=2201.6, max_gpu_mhz=1300.5, max_mem_mhz=3199.0,
+)
+_XAVIER_AGX = BoardPhysics(
+    name="xavier-agx", gpu_cuda_cores=512, gpu_tpcs=4, gpu_arch_efficiency=1.0,
+    gpu_elem_efficiency=0.25, mem_bus_bytes=64.2, mem_efficiency=0.70, cpu_ipc=0.75,
+    launch_kcycles=40.0, cpu_mem_stall=0.02,
+    gpu_vf=VfCurve(520.0, 1377.0, 0.60, 1.05), cpu_vf=VfCurve(800.0, 2265.6, 0.60, 1.05),
+    base_w=6.45, cpu_core_w=1.35, cpu_idle_core_w=0.09, gpu_dyn_w=22.0, gpu_leak_w=1.1,
+    mem_static_w_per_ghz=0.55, mem_pj_per_byte=60.0,
+    thermal_r_c_per_w=1.3, thermal_r_quiet_c_per_w=2.6, thermal_tau_s=90.0,
+    max_cpu_mhz=2265.6, max_gpu_mhz=1377.0, max_mem_mhz=2133.0,
+)
+_ORIN_NANO = BoardPhysics(
+    name="orin-nano", gpu_cuda_cores=1024, gpu_tpcs=4, gpu_arch_efficiency=0.85,
+    gpu_elem_efficiency=0.25, mem_bus_bytes=32.0, mem_efficiency=0.75, cpu_ipc=1.0,
+    launch_kcycles=40.0, cpu_mem_stall=0.02,
+    gpu_vf=VfCurve(306.0, 624.75, 0.60, 0.82), cpu_vf=VfCurve(730.0, 1510.4, 0.60, 0.88),
+    base_w=3.95, cpu_core_w=0.62, cpu_idle_core_w=0.05, gpu_dyn_w=6.5, gpu_leak_w=0.45,
+    mem_static_w_per_ghz=0.35, mem_pj_per_byte=40.0,
+    thermal_r_c_per_w=3.0, thermal_r_quiet_c_per_w=5.5, thermal_tau_s=60.0,
+    max_cpu_mhz=1510.4, max_gpu_mhz=624.75, max_mem_mhz=2133.0,
+)
+BOARDS: dict[str, BoardPhysics] = {b.name: b for b in (_ORIN_AGX, _XAVIER_AGX, _ORIN_NANO)}
+
+
+def get_board(device_type: str) -> BoardPhysics:
+    """Nominal physics of a device type; unknown names list the valid ones."""
+    if device_type not in BOARDS:
+        raise UnknownNameError(
+            f"device {device_type!r} has no simulator model; valid devices: {', '.join(BOARDS)}"
+        )
+    return BOARDS[device_type]
+
+
+def with_overrides(board: BoardPhysics, **changes: Any) -> BoardPhysics:
+    """A copy of ``board`` with some constants changed (for sensitivity studies)."""
+    return replace(board, **changes)

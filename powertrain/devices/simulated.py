@@ -1,0 +1,330 @@
+"""``SimulatedJetson``: a Jetson board on a virtual clock, driven by the physical model.
+
+Beyond the steady-state model in :mod:`powertrain.devices.physics` it adds what a real board
+shows when measured: a warm-up transient after every mode change (and a longer cold start),
+lagging power readings, per-window and per-minibatch noise with rare stalls, small
+unit-to-unit variation, a thermal RC model whose temperature raises leakage, and (switchable)
+passive throttling above the trip point. Nothing sleeps: time advances by modelled durations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
+from powertrain.devices.physics import (
+    BoardPhysics,
+    Evaluation,
+    UnitVariation,
+    evaluate,
+    get_board,
+    idle_power_w,
+    steady_temperature_c,
+)
+from powertrain.errors import check_choice, check_range
+from powertrain.jetson_tables import get_space
+from powertrain.space import Mode, ModeSpace
+from powertrain.workloads import Workload, get_workload
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Measurement noise of a simulated board (fractions, 1 sigma)."""
+
+    time_window_sigma: float = 0.02  # per measurement window: system state, clocks, caches
+    time_minibatch_sigma: float = 0.03  # per minibatch jitter (averages out over a window)
+    stall_probability: float = 0.005  # per minibatch: GC, page-cache miss, loader hiccup
+    stall_factor: tuple[float, float] = (1.5, 3.0)
+    power_window_sigma: float = 0.012  # per window: sensor offset, rail sampling
+    warmup_amplitude: float = 0.6  # extra time of the first minibatch after a mode change
+    warmup_minibatches: float = 1.5  # e-folding length of that transient
+    cold_amplitude: float = 3.0  # first minibatches after start (allocator, cuDNN autotune)
+    power_lag_s: float = 0.5  # time constant of power settling after a change
+
+    @classmethod
+    def off(cls) -> NoiseModel:
+        """No noise and no transients: exact steady-state values (for tests and oracles)."""
+        return cls(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 1.0, 0.0, 0.0)
+
+
+_SWITCH_S = 0.05  # time to retarget clocks and online cores
+_REBOOT_S = 45.0  # a preset with another TPC mask needs a reboot
+_THROTTLE_CHECK_S = 1.0  # thermal zone polling interval (cpu-thermal: 1000 ms)
+
+
+class SimulatedJetson(Device):
+    """A simulated Jetson of type ``device_type``; deterministic for ``(seed, unit)``."""
+
+    def __init__(
+        self,
+        device_type: str,
+        *,
+        unit: int = 0,
+        seed: int = 0,
+        throttle: bool = True,
+        fan: str = "max",
+        ambient_c: float = 25.0,
+        noise: NoiseModel | None = None,
+    ) -> None:
+        self._space = get_space(device_type)
+        self._board: BoardPhysics = get_board(device_type)
+        check_range("unit", unit, low=0)
+        check_choice("fan", fan, ["max", "quiet"])
+        check_range("ambient_c", ambient_c, low=-20, high=60)
+        self._unit = int(unit)
+        self._seed = int(seed)
+        self._variation = UnitVariation.for_unit(device_type, self._unit)
+        self._rng = np.random.default_rng([int(seed), self._unit, 104729])
+        self._throttle_enabled = bool(throttle)
+        self._fan = fan
+        self._ambient_c = float(ambient_c)
+        self._noise = noise if noise is not None else NoiseModel()
+        self._mode: Mode = self._space.max_mode()
+        self._tpc_fraction = 1.0
+        self._since_change = 0
+        self._cold = True
+        self._clock_s = 0.0
+        self._energy_j = 0.0
+        self._throttle_level = 0
+        self._next_thermal_check_s = _THROTTLE_CHECK_S
+        self._temp_c = self._ambient_c
+        self._last_check_temp_c = self._ambient_c
+        self._power_w = self._idle_power()
+        self._temp_c = float(steady_temperature_c(self._board, self._power_w, self._ambient_c,
+                                                  fan, self._variation))
+
+    # ------------------------------------------------------------------ Device interface
+    @property
+    def device_type(self) -> str:
+        """Device type name."""
+        return self._space.name
+
+    @property
+    def unit(self) -> int:
+        """Unit id (seeds this board's manufacturing variation)."""
+        return self._unit
+
+    @property
+    def space(self) -> ModeSpace:
+        """The board's mode space."""
+        return self._space
+
+    @property
+    def temperature_c(self) -> float:
+        """Current junction temperature (modelled)."""
+        return self._temp_c
+
+    @property
+    def throttle_level(self) -> int:
+        """How many table steps passive throttling currently removes from CPU and GPU clocks."""
+        return self._throttle_level
+
+    def apply_mode(self, mode: Mapping[str, float]) -> Mode:
+        """Set a custom mode (all TPCs active, as PowerTrain's custom nvpmodel entries)."""
+        applied = self._space.validate(mode)
+        self._switch(applied, 1.0)
+        return dict(applied)
+
+    def apply_preset(self, name: str) -> Mode:
+        """Set an nvpmodel preset including its TPC power gating (a mask change reboots)."""
+        preset = self._space.preset(name)
+        tpcs = preset.active_tpcs or self._board.gpu_tpcs
+        self._switch(self._space.validate(preset.mode), tpcs / self._board.gpu_tpcs)
+        return dict(self._mode)
+
+    def current_mode(self) -> Mode:
+        """The mode in force."""
+        return dict(self._mode)
+
+    def energy_j(self) -> float:
+        """Cumulative energy on the virtual clock."""
+        return self._energy_j
+
+    def now_s(self) -> float:
+        """Virtual clock."""
+        return self._clock_s
+
+    def idle(self, duration_s: float) -> None:
+        """Sit idle in the current mode for ``duration_s`` of virtual time."""
+        check_range("duration_s", duration_s, low=0)
+        self._advance_idle(float(duration_s))
+
+    def info(self) -> DeviceInfo:
+        """Describe the device, including the simulation settings."""
+        base = super().info()
+        details = {"seed": self._seed, "throttle": self._throttle_enabled, "fan": self._fan,
+                   "ambient_c": self._ambient_c, "temperature_c": round(self._temp_c, 1)}
+        return DeviceInfo(base.device_type, base.unit, "sim", base.space, base.knobs,
+                          base.presets, base.mode_count, details)
+
+    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+        """Run ``n_minibatches`` on the virtual clock (executing ``step`` for each, if given)."""
+        wl = get_workload(workload)
+        check_range("n_minibatches", n_minibatches, low=1)
+        nz = self._noise
+        start_s, start_e = self._clock_s, self._energy_j
+        window_time = math.exp(self._rng.normal(0.0, nz.time_window_sigma)) if nz.time_window_sigma else 1.0
+        window_power = 1.0 + (self._rng.normal(0.0, nz.power_window_sigma) if nz.power_window_sigma else 0.0)
+        times = np.empty(int(n_minibatches))
+        level_evaluated = -1
+        ev: Evaluation | None = None
+        for i in range(int(n_minibatches)):
+            if ev is None or level_evaluated != self._throttle_level:
+                ev = self._evaluate_current(wl)
+                level_evaluated = self._throttle_level
+            warm = 1.0
+            if self._cold:
+                warm += nz.cold_amplitude * math.exp(-self._since_change / 1.0)
+            warm += nz.warmup_amplitude * math.exp(-self._since_change / max(nz.warmup_minibatches, 1e-9))
+            jitter = 1.0
+            if nz.time_minibatch_sigma:
+                jitter = math.exp(self._rng.normal(0.0, nz.time_minibatch_sigma))
+            if nz.stall_probability and self._rng.random() < nz.stall_probability:
+                jitter *= self._rng.uniform(*nz.stall_factor)
+            dt = float(ev.time_s[0]) * warm * window_time * jitter
+            if step is not None:
+                step(i)
+            # A slower (warm-up or stalled) minibatch does the same work, so its dynamic power
+            # is spread thinner; leakage follows the junction temperature.
+            target = (float(ev.parts_w["static"][0])
+                      + float(ev.parts_w["leakage"][0]) * self._leak_scale()
+                      + float(ev.parts_w["dynamic"][0]) / (warm * jitter))
+            mean_p = self._settle(target, dt)
+            self._energy_j += mean_p * dt * window_power
+            self._clock_s += dt
+            self._update_thermal(mean_p, dt)
+            times[i] = dt * 1000.0
+            self._since_change += 1
+        if self._since_change > 10:
+            self._cold = False
+        duration = self._clock_s - start_s
+        energy = self._energy_j - start_e
+        return RunResult(
+            workload=wl.name, mode=dict(self._mode), minibatch_time_ms=times,
+            mean_power_w=energy / duration, energy_j=energy, start_s=start_s, duration_s=duration,
+            extra={"temperature_c": self._temp_c, "throttle_level": self._throttle_level},
+        )
+
+    # ------------------------------------------------------------------ ground truth
+    def true_performance(self, workload: str, modes: pd.DataFrame | None = None,
+                         tpc_fraction: float = 1.0) -> pd.DataFrame:
+        """Noise-free steady-state time (ms) and power (W) of ``modes`` on this unit.
+
+        Temperature is the steady state each mode settles to; with throttling enabled, modes
+        that would pass the trip point run at the clocks throttling settles them to.
+        """
+        wl = get_workload(workload)
+        frame = self._space.modes("full") if modes is None else self._space.validate_frame(modes)
+        arr = {k: frame[k].to_numpy(float) for k in self._space.knob_names}
+        level = np.zeros(len(frame), dtype=int)
+        result = self._steady(wl, arr, level, tpc_fraction)
+        if self._throttle_enabled:
+            for _ in range(len(self._space.knob("gpu_mhz").values)):
+                hot = result[2] > self._board.trip_c
+                if not hot.any():
+                    break
+                level = level + hot.astype(int)
+                result = self._steady(wl, arr, level, tpc_fraction)
+        out = frame.loc[:, list(self._space.knob_names)].copy()
+        out["time_ms"] = result[0] * 1000.0
+        out["power_w"] = result[1]
+        return out.reset_index(drop=True)
+
+    def _steady(self, wl: Workload, arr: dict[str, np.ndarray], level: np.ndarray,
+                tpc: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cpu = self._throttled(arr["cpu_mhz"], "cpu_mhz", level)
+        gpu = self._throttled(arr["gpu_mhz"], "gpu_mhz", level)
+        temp = np.full(len(cpu), 25.0)
+        ev = evaluate(self._board, wl, arr["cpu_cores"], cpu, gpu, arr["mem_mhz"],
+                      tpc_fraction=tpc, temp_c=temp, unit=self._variation)
+        for _ in range(5):  # leakage-temperature fixed point
+            temp = steady_temperature_c(self._board, ev.power_w, self._ambient_c, self._fan,
+                                        self._variation)
+            ev = evaluate(self._board, wl, arr["cpu_cores"], cpu, gpu, arr["mem_mhz"],
+                          tpc_fraction=tpc, temp_c=temp, unit=self._variation)
+        return ev.time_s, ev.power_w, temp
+
+    def _throttled(self, values: np.ndarray, knob: str, level: np.ndarray) -> np.ndarray:
+        table = np.asarray(self._space.knob(knob).values)
+        idx = np.abs(values[:, None] - table[None, :]).argmin(axis=1)
+        return np.asarray(table[np.maximum(idx - level, 0)])
+
+    # ------------------------------------------------------------------ internals
+    def _switch(self, mode: Mode, tpc_fraction: float) -> None:
+        if mode == self._mode and tpc_fraction == self._tpc_fraction:
+            return
+        reboot = tpc_fraction != self._tpc_fraction
+        self._mode = dict(mode)
+        self._tpc_fraction = tpc_fraction
+        self._since_change = 0
+        if reboot:
+            self._cold = True
+        self._advance_idle(_REBOOT_S if reboot else _SWITCH_S)
+
+    def _effective(self) -> dict[str, float]:
+        mode = dict(self._mode)
+        if self._throttle_level:
+            lvl = np.array([self._throttle_level])
+            mode["cpu_mhz"] = float(self._throttled(np.array([mode["cpu_mhz"]]), "cpu_mhz", lvl)[0])
+            mode["gpu_mhz"] = float(self._throttled(np.array([mode["gpu_mhz"]]), "gpu_mhz", lvl)[0])
+        return mode
+
+    def _evaluate_current(self, wl: Workload) -> Evaluation:
+        m = self._effective()
+        return evaluate(self._board, wl, np.array([m["cpu_cores"]]), np.array([m["cpu_mhz"]]),
+                        np.array([m["gpu_mhz"]]), np.array([m["mem_mhz"]]),
+                        tpc_fraction=self._tpc_fraction, temp_c=25.0, unit=self._variation)
+
+    def _leak_scale(self) -> float:
+        return float(2.0 ** ((self._temp_c - 25.0) / self._board.leak_doubling_c))
+
+    def _idle_power(self) -> float:
+        m = self._effective()
+        return idle_power_w(self._board, m["cpu_cores"], m["cpu_mhz"], m["mem_mhz"], m["gpu_mhz"],
+                            tpc_fraction=self._tpc_fraction, temp_c=self._temp_c,
+                            unit=self._variation)
+
+    def _settle(self, target_w: float, dt: float) -> float:
+        """Mean power over ``dt`` while the reading relaxes from its last value to ``target``."""
+        tau = self._noise.power_lag_s
+        start = self._power_w
+        if tau <= 0 or dt <= 0:
+            self._power_w = target_w
+            return target_w
+        decay = math.exp(-dt / tau)
+        self._power_w = target_w + (start - target_w) * decay
+        return target_w + (start - target_w) * tau / dt * (1.0 - decay)
+
+    def _advance_idle(self, duration_s: float) -> None:
+        remaining = duration_s
+        while remaining > 1e-12:
+            dt = min(remaining, 5.0)
+            p = self._settle(self._idle_power(), dt)
+            self._energy_j += p * dt
+            self._clock_s += dt
+            self._update_thermal(p, dt)
+            remaining -= dt
+
+    def _update_thermal(self, power_w: float, dt: float) -> None:
+        t_ss = float(steady_temperature_c(self._board, power_w, self._ambient_c, self._fan,
+                                          self._variation))
+        self._temp_c = t_ss + (self._temp_c - t_ss) * math.exp(-dt / self._board.thermal_tau_s)
+        if not self._throttle_enabled:
+            return
+        while self._clock_s >= self._next_thermal_check_s:
+            # Linux step_wise governor: one cooling step per poll while hot and heating,
+            # one step back while below the trip and cooling.
+            self._next_thermal_check_s += _THROTTLE_CHECK_S
+            rising = self._temp_c > self._last_check_temp_c
+            if self._temp_c > self._board.trip_c and rising:
+                self._throttle_level = min(self._throttle_level + 1,
+                                           len(self._space.knob("gpu_mhz").values) - 1)
+            elif (self._temp_c < self._board.release_c and not rising
+                  and self._throttle_level > 0):
+                self._throttle_level -= 1
+            self._last_check_temp_c = self._temp_c
