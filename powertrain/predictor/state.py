@@ -1,0 +1,166 @@
+"""The persisted form of a predictor: plain arrays plus metadata, no code and no pickle.
+
+A :class:`PredictorState` is what ``PowerTrainPredictor.to_state()`` returns and
+``from_state()`` accepts. ``proto/serde.py`` turns it into the versioned protobuf artifact
+(with a sha256 digest) that the store keeps and the CLI writes as ``.model`` files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from powertrain.errors import DataFormatError
+
+#: Bump when the meaning of any field changes; loaders refuse other versions.
+STATE_SCHEMA_VERSION = 1
+
+KNOB_TRANSFORMS = ("log", "linear")
+TARGET_TRANSFORMS = ("log",)
+ACTIVATIONS = ("relu", "silu")
+#: How a target model was made.
+METHODS = ("reference", "finetune", "scratch", "blend", "rescale")
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """An ensemble of identical MLPs stored as stacked layers.
+
+    ``weights[i]`` has shape ``(members, fan_in, fan_out)`` and ``biases[i]`` shape
+    ``(members, fan_out)``; the activation is applied between layers, not after the last.
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise DataFormatError(f"network activation {self.activation!r} not one of {ACTIVATIONS}")
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise DataFormatError("network needs as many bias vectors as weight matrices (>= 1)")
+        members = self.weights[0].shape[0]
+        fan_in = self.weights[0].shape[1]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if w.ndim != 3 or b.ndim != 2:
+                raise DataFormatError(f"layer {i}: weight must be 3-D and bias 2-D")
+            if w.shape[0] != members or b.shape[0] != members:
+                raise DataFormatError(f"layer {i}: member count differs from layer 0")
+            if w.shape[1] != fan_in or b.shape[1] != w.shape[2]:
+                raise DataFormatError(f"layer {i}: shapes {w.shape} and {b.shape} do not chain")
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise DataFormatError(f"layer {i}: non-finite weights")
+            fan_in = w.shape[2]
+        if fan_in != 1:
+            raise DataFormatError("the last layer must have one output")
+
+    @property
+    def members(self) -> int:
+        """Ensemble size."""
+        return int(self.weights[0].shape[0])
+
+    @property
+    def n_inputs(self) -> int:
+        """Input width."""
+        return int(self.weights[0].shape[1])
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """Hidden layer widths."""
+        return tuple(int(w.shape[2]) for w in self.weights[:-1])
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    """One term of a target model: ``weight * (scale * net(x) + shift)`` in normalised space.
+
+    A fine-tuned or scratch model is one component with weight 1; a blend has two; the
+    rescaled-reference baseline is the reference network with a fitted ``shift``.
+    """
+
+    weight: float
+    network: NetworkState
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The model of one target (minibatch time or board power)."""
+
+    name: str  # "time" or "power"
+    column: str  # profile column it predicts, e.g. "time_ms"
+    transform: str  # "log": the networks predict standardised log(target)
+    y_mean: float
+    y_std: float
+    method: str  # one of METHODS
+    components: tuple[ComponentState, ...]
+    #: cross-validated MAPE (%) of each candidate method tried for this target
+    cv_mape: Mapping[str, float] = field(default_factory=dict)
+    #: RMSE of log(prediction / truth) of the chosen model, from cross-validation or
+    #: held-out data; the optimizer adds it to the ensemble spread as a safety margin
+    error_log_rmse: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.transform not in TARGET_TRANSFORMS:
+            raise DataFormatError(f"target {self.name}: transform {self.transform!r} not supported")
+        if self.method not in METHODS:
+            raise DataFormatError(f"target {self.name}: method {self.method!r} not one of {METHODS}")
+        if not self.components:
+            raise DataFormatError(f"target {self.name}: no components")
+        if not (np.isfinite(self.y_mean) and np.isfinite(self.y_std) and self.y_std > 0):
+            raise DataFormatError(f"target {self.name}: bad normalisation {self.y_mean}, {self.y_std}")
+
+
+@dataclass(frozen=True)
+class PredictorState:
+    """Everything needed to rebuild a predictor; see the module docstring."""
+
+    device_type: str
+    workload: str
+    knobs: tuple[str, ...]
+    knob_transforms: tuple[str, ...]
+    input_mean: np.ndarray
+    input_std: np.ndarray
+    targets: tuple[TargetState, ...]
+    kind: str  # how the predictor as a whole was made: "reference" | "transfer" | "scratch"
+    parent_id: str = ""  # artifact id (digest) of the source predictor, for transfers
+    n_samples: int = 0  # profiled modes it was fitted on
+    seed: int = 0
+    created_at: float = 0.0  # unix seconds
+    settings: Mapping[str, Any] = field(default_factory=dict)  # JSON-able hyper-parameters
+    schema_version: int = STATE_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        k = len(self.knobs)
+        if k == 0 or len(set(self.knobs)) != k:
+            raise DataFormatError("predictor knobs must be non-empty and distinct")
+        if len(self.knob_transforms) != k or any(t not in KNOB_TRANSFORMS for t in self.knob_transforms):
+            raise DataFormatError(f"knob transforms must be {k} of {KNOB_TRANSFORMS}")
+        if self.input_mean.shape != (k,) or self.input_std.shape != (k,):
+            raise DataFormatError(f"input scaling must have shape ({k},)")
+        if not np.all(self.input_std > 0):
+            raise DataFormatError("input scaling std must be positive")
+        names = [t.name for t in self.targets]
+        if sorted(names) != ["power", "time"]:
+            raise DataFormatError(f"targets must be time and power, got {names}")
+        for t in self.targets:
+            for c in t.components:
+                if c.network.n_inputs != k:
+                    raise DataFormatError(f"target {t.name}: network takes {c.network.n_inputs} inputs, "
+                                          f"predictor has {k} knobs")
+        if self.schema_version != STATE_SCHEMA_VERSION:
+            raise DataFormatError(
+                f"predictor schema version {self.schema_version} is not supported "
+                f"(this build reads version {STATE_SCHEMA_VERSION})"
+            )
+
+    def target(self, name: str) -> TargetState:
+        """The target called ``name``."""
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
