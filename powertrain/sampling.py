@@ -1,8 +1,9 @@
 """Choosing which k modes to profile for a transfer.
 
-``random`` draws uniformly without replacement. ``spacefill`` is greedy max-min design over
-knobs normalised to [0, 1] by their table rank, which spreads the samples over every knob's
-range (corners first, then the gaps) so a few profiled modes cover the space.
+Knobs are normalised to [0, 1] by their table rank. ``random`` draws uniformly without
+replacement. ``spacefill`` is a maximin Latin hypercube: every knob's range is covered in k
+even strata, interior included, and the most spread-out of several random designs wins.
+``maxmin`` is greedy farthest-point (k-center) selection: corners first, then the gaps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 
 from powertrain.errors import check_choice, check_range
 
-STRATEGIES = ("random", "spacefill")
+STRATEGIES = ("random", "spacefill", "maxmin")
 
 
 def normalised_ranks(frame: pd.DataFrame, knobs: Sequence[str]) -> np.ndarray:
@@ -49,12 +50,46 @@ def sample_modes(
         return candidates.iloc[np.sort(idx)].reset_index(drop=True)
     cols = list(knobs) if knobs is not None else list(candidates.columns)
     x = normalised_ranks(candidates, cols)
-    # jitter breaks exact distance ties differently per seed
-    x = x + rng.uniform(-1e-6, 1e-6, size=x.shape)
+    if strategy == "maxmin":
+        return candidates.iloc[np.sort(_farthest_first(x, int(k), rng))].reset_index(drop=True)
+    return candidates.iloc[np.sort(_lhs_maximin(x, int(k), rng))].reset_index(drop=True)
+
+
+def _farthest_first(x: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """Greedy max-min (k-center) design: corners first, then the largest gaps."""
+    x = x + rng.uniform(-1e-6, 1e-6, size=x.shape)  # seed-dependent tie breaks
     chosen = [int(np.argmin(((x - 0.5) ** 2).sum(axis=1)))]  # start at the centre
     dist = ((x - x[chosen[0]]) ** 2).sum(axis=1)
-    for _ in range(int(k) - 1):
+    for _ in range(k - 1):
         nxt = int(np.argmax(dist))
         chosen.append(nxt)
         dist = np.minimum(dist, ((x - x[nxt]) ** 2).sum(axis=1))
-    return candidates.iloc[np.sort(chosen)].reset_index(drop=True)
+    return chosen
+
+
+def _lhs_maximin(x: np.ndarray, k: int, rng: np.random.Generator, designs: int = 40) -> list[int]:
+    """Best of several Latin hypercube designs (by minimum pairwise distance), snapped to candidates.
+
+    Each knob's range is cut into k strata and every stratum gets one sample, so every knob is
+    covered evenly, interior included; among random designs the most spread-out one wins.
+    """
+    n, d = x.shape
+    best: tuple[float, list[int]] | None = None
+    for _ in range(designs):
+        strata = np.column_stack([rng.permutation(k) for _ in range(d)])
+        target = (strata + rng.uniform(size=(k, d))) / k
+        used = np.zeros(n, dtype=bool)
+        picks: list[int] = []
+        for point in target:
+            dist = ((x - point) ** 2).sum(axis=1)
+            dist[used] = np.inf
+            i = int(np.argmin(dist))
+            used[i] = True
+            picks.append(i)
+        chosen = x[picks]
+        gaps = ((chosen[:, None, :] - chosen[None, :, :]) ** 2).sum(axis=2)
+        score = float(np.min(gaps + np.eye(k) * 1e9)) if k > 1 else 0.0
+        if best is None or score > best[0]:
+            best = (score, picks)
+    assert best is not None
+    return best[1]

@@ -49,7 +49,7 @@ def test_profile_rejects_mode_outside_table() -> None:
         profile(dev, "resnet18-imagenet", bad)
 
 
-@pytest.mark.parametrize("strategy", ["random", "spacefill"])
+@pytest.mark.parametrize("strategy", ["random", "spacefill", "maxmin"])
 def test_sampling_is_distinct_deterministic_and_in_pool(strategy: str) -> None:
     pool = get_space("orin-agx").modes("powertrain")
     a = sample_modes(pool, 50, strategy=strategy, seed=3)
@@ -59,12 +59,24 @@ def test_sampling_is_distinct_deterministic_and_in_pool(strategy: str) -> None:
     assert len(a.merge(pool)) == 50
 
 
-def test_spacefill_covers_every_knob_range() -> None:
+def test_maxmin_reaches_every_knob_extreme() -> None:
     pool = get_space("orin-agx").modes("powertrain")
-    picked = sample_modes(pool, 20, strategy="spacefill", seed=0)
+    picked = sample_modes(pool, 20, strategy="maxmin", seed=0)
     for knob in pool.columns:
         assert picked[knob].min() == pool[knob].min()
         assert picked[knob].max() == pool[knob].max()
+
+
+def test_spacefill_spreads_over_every_knob() -> None:
+    pool = get_space("orin-agx").modes("powertrain")
+    for k in (10, 20, 50):
+        picked = sample_modes(pool, k, strategy="spacefill", seed=1)
+        for knob in pool.columns:
+            levels = pool[knob].nunique()
+            assert picked[knob].nunique() >= 0.7 * min(levels, k), (k, knob)
+    random_pick = sample_modes(pool, 10, strategy="random", seed=1)
+    lhs_pick = sample_modes(pool, 10, strategy="spacefill", seed=1)
+    assert lhs_pick.gpu_mhz.nunique() >= random_pick.gpu_mhz.nunique()
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:

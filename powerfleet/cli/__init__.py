@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import profiling
+from powerfleet.cli import predictor, profiling
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -22,13 +22,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 profiling.register(app)
+predictor.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="powerfleet", standalone_mode=False)
+        # In non-standalone mode click returns the code of ``typer.Exit`` instead of exiting.
+        code = command.main(args=argv, prog_name="powerfleet", standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
