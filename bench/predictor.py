@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ TARGETS = [
     ("orin-nano", w) for w in ["resnet18-imagenet", "mobilenetv3-gld23k", "yolov8n-coco", "lstm-wikitext"]
 ]
 MARGINS = (0.0, 1.0, 1.5, 2.0, 3.0)
-PAPER_ARCH = {"hidden": (256, 128, 64), "activation": "relu"}
+PAPER_ARCH: dict[str, Any] = {"hidden": (256, 128, 64), "activation": "relu"}
 
 
 def target_unit(device: str) -> int:
@@ -79,7 +80,8 @@ def accuracy(ref: PowerTrainPredictor, paper: PowerTrainPredictor, ks: list[int]
                 elapsed = time.perf_counter() - started
                 methods["powertrain (ours)"] = ours
                 if baselines:
-                    methods["paper arch, fine-tune"] = paper.transfer(samples, seed=seed, methods=["finetune"])
+                    methods["paper arch, fine-tune"] = paper.transfer(samples, seed=seed,
+                                                                      methods=["finetune"])
                     methods["NN from scratch"] = TransferBaseline(ref, "scratch", seed).fit(samples)
                     methods["polynomial ridge"] = PolynomialBaseline(ref.knobs).fit(samples)
                     methods["rescaled reference"] = TransferBaseline(ref, "rescale", seed).fit(samples)
@@ -125,7 +127,8 @@ def optimization(ref: PowerTrainPredictor, seeds: int, targets: list[tuple[str, 
                 ok = p_true <= cap
                 opt = t_true[ok].min()
 
-                def record(policy: str, t: float, p: float, cap: float = cap, opt: float = opt) -> None:
+                def record(policy: str, t: float, p: float, cap: float = cap, opt: float = opt,
+                           device: str = device, workload: str = workload, seed: int = seed) -> None:
                     rows.append({"device": device, "workload": workload, "seed": seed, "cap_w": cap,
                                  "policy": policy, "excess_pct": (t / opt - 1) * 100, "over_cap": p > cap,
                                  "over_cap_w": max(p - cap, 0.0)})
@@ -193,6 +196,15 @@ def speed_one_core(model_path: Path) -> dict[str, float]:
     return result
 
 
+def flat(frame: pd.DataFrame | pd.Series, fmt: str) -> pd.DataFrame:
+    """A wide frame with its two-level columns joined as ``fmt.format(level0, level1)``."""
+    out = frame.to_frame() if isinstance(frame, pd.Series) else frame.copy()
+    pairs: list[tuple[Any, Any]] = list(out.columns)
+    out.columns = [fmt.format(str(a).replace("_mape", "").replace("profiling_device_s", "profiling s"), b)
+                   for a, b in pairs]
+    return out
+
+
 def md_table(frame: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -237,18 +249,20 @@ def main() -> None:
     started = time.perf_counter()
     paper = PowerTrainPredictor(**PAPER_ARCH).fit(ref_frame)
     paper_fit_s = time.perf_counter() - started
-    ref_truth = truth_of(REF_DEVICE, REF_WORKLOAD)
-    ref_truth = SimulatedJetson(REF_DEVICE, unit=0).true_performance(REF_WORKLOAD, ref_truth.loc[:, list(ref.knobs)])
+    ref_truth = SimulatedJetson(REF_DEVICE, unit=0).true_performance(
+        REF_WORKLOAD, get_space(REF_DEVICE).modes("powertrain"))
     rp, pp = ref.predict(ref_truth), paper.predict(ref_truth)
+    t_true, p_true = ref_truth.time_ms.to_numpy(), ref_truth.power_w.to_numpy()
     report += ["## Reference predictor", "",
                md_table(pd.DataFrame([
                    {"model": "ours: SiLU (64, 32) x4 members", "fit_s": fit_s,
-                    "time_mape": mape(rp.time_ms, ref_truth.time_ms), "power_mape": mape(rp.power_w, ref_truth.power_w)},
+                    "time_mape": mape(rp.time_ms, t_true), "power_mape": mape(rp.power_w, p_true)},
                    {"model": "paper: ReLU (256, 128, 64) x4 members", "fit_s": paper_fit_s,
-                    "time_mape": mape(pp.time_ms, ref_truth.time_ms), "power_mape": mape(pp.power_w, ref_truth.power_w)},
+                    "time_mape": mape(pp.time_ms, t_true), "power_mape": mape(pp.power_w, p_true)},
                ])), "",
-               f"Profiling the reference grid took {ref_run.device_seconds / 3600:.1f} h of (simulated) device "
-               f"time ({ref_run.total_minibatches} minibatches) and {profile_wall:.0f} s of wall time.", ""]
+               f"Profiling the reference grid took {ref_run.device_seconds / 3600:.1f} h of (simulated) "
+               f"device time ({ref_run.total_minibatches} minibatches) and {profile_wall:.0f} s of wall "
+               "time.", ""]
     model_path = RESULTS / "reference.model"
     from proto.serde import save_model
 
@@ -260,17 +274,15 @@ def main() -> None:
     summary = (acc.groupby(["device", "workload", "k", "method"])[["time_mape", "power_mape"]].mean()
                .reset_index())
     at50 = summary[summary.k == (50 if 50 in ks else ks[-1])]
-    wide = at50.pivot_table(index=["device", "workload"], columns="method",
-                            values=["time_mape", "power_mape"]).round(2)
-    wide.columns = [f"{a.replace('_mape', '')} MAPE: {b}" for a, b in wide.columns]
+    wide = flat(at50.pivot_table(index=["device", "workload"], columns="method",
+                                 values=["time_mape", "power_mape"]).round(2), "{} MAPE: {}")
     report += ["## Accuracy after transfer (k = 50, spacefill sampling), MAPE %", "",
                md_table(wide.reset_index()), ""]
-    by_k = (acc[acc.method == "powertrain (ours)"].groupby(["device", "workload", "k"])
-            [["time_mape", "power_mape"]].mean().unstack("k").round(2))
-    by_k.columns = [f"{a.replace('_mape', '')} k={b}" for a, b in by_k.columns]
+    by_k = flat(acc[acc.method == "powertrain (ours)"].groupby(["device", "workload", "k"])
+                [["time_mape", "power_mape"]].mean().unstack("k").round(2), "{} k={}")
     report += ["## Ours by number of transfer samples k (MAPE %)", "", md_table(by_k.reset_index()), ""]
-    overall = summary.groupby(["method", "k"])[["time_mape", "power_mape"]].mean().unstack("k").round(2)
-    overall.columns = [f"{a.replace('_mape', '')} k={b}" for a, b in overall.columns]
+    overall = flat(summary.groupby(["method", "k"])[["time_mape", "power_mape"]].mean().unstack("k").round(2),
+                   "{} k={}")
     report += ["## Every method, mean over all targets (MAPE %)", "", md_table(overall.reset_index()), ""]
     ours = acc[acc.method == "powertrain (ours)"]
     chosen = (pd.concat([ours.chosen_time.rename("method").to_frame().assign(target="time"),
@@ -278,18 +290,18 @@ def main() -> None:
               .groupby(["target", "method"]).size().unstack(fill_value=0))
     report += ["## Which transfer method cross-validation chose (counts over all runs)", "",
                md_table(chosen.reset_index()), "",
-               f"Transfer wall time (ours, k = 50): median {ours[ours.k == 50].transfer_s.median():.2f} s.", ""]
+               f"Transfer wall time (ours, k = 50): median {ours[ours.k == 50].transfer_s.median():.2f} s.",
+               ""]
 
     print("sampling strategies ...", flush=True)
     strat = pd.concat([accuracy(ref, paper, ks, seeds, strat_targets, s, baselines=False)
                        for s in ("random", "spacefill", "maxmin")])
     strat.to_csv(RESULTS / "predictor_sampling_raw.csv", index=False)
-    st = strat.groupby(["strategy", "k"])[["time_mape", "power_mape", "profiling_device_s"]].mean()
-    st = st.unstack("k").round(2)
-    st.columns = [f"{a.replace('_mape', '').replace('profiling_device_s', 'profiling s')} k={b}"
-                  for a, b in st.columns]
+    st = flat(strat.groupby(["strategy", "k"])[["time_mape", "power_mape", "profiling_device_s"]].mean()
+              .unstack("k").round(2), "{} k={}")
     report += ["## Sampling strategy for the k profiled modes (ours; MAPE %, profiling device-seconds)", "",
-               f"Targets: {', '.join(f'{d}/{w}' for d, w in strat_targets)}.", "", md_table(st.reset_index()), ""]
+               f"Targets: {', '.join(f'{d}/{w}' for d, w in strat_targets)}.", "",
+               md_table(st.reset_index()), ""]
 
     print("optimization ...", flush=True)
     opt = optimization(ref, seeds, targets, "spacefill")

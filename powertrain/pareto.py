@@ -28,7 +28,8 @@ def pareto_front(time_ms: np.ndarray, power_w: np.ndarray) -> np.ndarray:
     group_min = np.minimum.reduceat(ps, starts)
     before = np.minimum.accumulate(np.r_[np.inf, ps[:-1]])[starts]  # min power at smaller times
     keep = (ps == group_min[group]) & (group_min[group] < before[group])
-    return order[keep]
+    front: np.ndarray = order[keep]
+    return front
 
 
 def dominated_mask(time_ms: np.ndarray, power_w: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from powertrain.predictor.baselines import PolynomialBaseline, TransferBaseline,
 from powertrain.sampling import sample_modes
 from proto.serde import ArtifactError, decode_predictor, encode_predictor
 
-FAST = {"fit_steps": 600, "members": 2, "transfer_steps": 200}
+FAST: dict[str, Any] = {"fit_steps": 600, "members": 2, "transfer_steps": 200}
 
 
 def truth(device: str, workload: str, grid: str = "powertrain", unit: int = 0) -> pd.DataFrame:

@@ -35,7 +35,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         30, random_state=1))
     write_profile(samples.assign(device="orin-nano", workload="lstm-wikitext"), base / "samples.csv")
     get_space("orin-nano").modes("powertrain").to_csv(base / "modes.csv", index=False)
-    return {"dir": base, "ref": base / "ref.csv", "samples": base / "samples.csv", "modes": base / "modes.csv"}
+    return {"dir": base, "ref": base / "ref.csv", "samples": base / "samples.csv",
+            "modes": base / "modes.csv"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_optimize_json_and_infeasible(cli, files, models) -> None:  # type: igno
     assert code == 0, err
     result = json.loads(out)
     assert result["feasible"] and result["power_w_upper"] <= 9
-    code, out, _ = cli("optimize", str(models["new"]), "--device", "orin-nano", "--power-cap-w", "1", "--json")
+    code, out, _ = cli("optimize", str(models["new"]), "--device", "orin-nano", "--power-cap-w", "1",
+                       "--json")
     assert code == 3
     result = json.loads(out)
     assert not result["feasible"] and result["violated"] == "power_cap" and result["closest"]

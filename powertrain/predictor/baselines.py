@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from powertrain.errors import NotFittedError
 from powertrain.predictor.model import PowerTrainPredictor, Prediction
@@ -101,7 +102,7 @@ class PolynomialBaseline:
                           self.time_col, self.power_col)
 
 
-def mape(pred: np.ndarray, truth: np.ndarray) -> float:
+def mape(pred: ArrayLike, truth: ArrayLike) -> float:
     """Mean absolute percentage error (%)."""
     return float(np.mean(np.abs(np.asarray(pred) / np.asarray(truth) - 1.0)) * 100.0)
 
