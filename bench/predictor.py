@@ -199,9 +199,9 @@ def speed_one_core(model_path: Path) -> dict[str, float]:
 def flat(frame: pd.DataFrame | pd.Series, fmt: str) -> pd.DataFrame:
     """A wide frame with its two-level columns joined as ``fmt.format(level0, level1)``."""
     out = frame.to_frame() if isinstance(frame, pd.Series) else frame.copy()
-    pairs: list[tuple[Any, Any]] = [tuple(c) for c in out.columns.to_list()]
-    out.columns = [fmt.format(str(a).replace("_mape", "").replace("profiling_device_s", "profiling s"), b)
-                   for a, b in pairs]
+    labels: list[Any] = out.columns.to_list()
+    names = [str(c[0]).replace("_mape", "").replace("profiling_device_s", "profiling s") for c in labels]
+    out.columns = [fmt.format(name, c[1]) for name, c in zip(names, labels, strict=True)]
     return out
 
 
