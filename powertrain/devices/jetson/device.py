@@ -62,6 +62,7 @@ class JetsonDevice(Device):
         warmup_minibatches: int = 3,
         emc: str = "auto",
         tegrastats: str = "tegrastats",
+        model_overrides: Mapping[str, dict[str, int]] | None = None,
     ) -> None:
         check_range("unit", unit, low=0)
         check_choice("power source", power, POWER_SOURCES)
@@ -84,6 +85,7 @@ class JetsonDevice(Device):
         self._torch_device = torch_device
         self._warmup = int(warmup_minibatches)
         self._runners: dict[str, WorkloadRunner] = {}
+        self._model_overrides = dict(model_overrides or {})  # workload -> smaller model (smoke tests)
         self.meter = PowerMeter()
         self.power_source = "none"
         self._sampler: PolledSampler | TegrastatsSampler | None = None
@@ -168,7 +170,8 @@ class JetsonDevice(Device):
             runner = self._runners.get(wl.name)
             if runner is None:
                 runner = WorkloadRunner(wl.name, torch_device=self._torch_device,
-                                        warmup_minibatches=self._warmup)
+                                        warmup_minibatches=self._warmup,
+                                        overrides=self._model_overrides.get(wl.name))
                 self._runners[wl.name] = runner
             runner.build()  # model build and warm-up stay outside the window
         mode = self._mode_for_result()
