@@ -16,9 +16,15 @@ minibatches after building a model, default 3), ``emc`` (auto|bpmp|cap|none).
 
 from __future__ import annotations
 
+import logging
+
 from powertrain.devices.jetson.device import JetsonDevice
 from powertrain.devices.jetson.sysfs import ROOT_ENV, Sysfs, resolve_root
 from powertrain.errors import InvalidParameterError
+
+# A library logs, the application decides where to: without logging configured, table-mismatch
+# warnings stay out of stderr (the CLI prints them itself; ``JetsonDevice.table_warnings``).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 JETSON_OPTIONS = ("unit", "root", "restore", "power", "power_hz", "torch", "warmup", "emc")
 
