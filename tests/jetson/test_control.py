@@ -233,6 +233,7 @@ def test_permission_preflight_refuses_before_any_write(tmp_path: Path) -> None:
 
 def test_failing_rollback_says_the_board_may_be_mixed(tmp_path: Path) -> None:
     board = build_tree(tmp_path, BOARDS["orin-agx-jp5"])
+    before = board.snapshot()
     gpu = "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b"
     with JetsonDevice(fs=board.fs, power="none") as dev:
         board.kernel.fail[f"{gpu}/max_freq"] = OSError(errno.EIO, "Input/output error")
@@ -242,6 +243,8 @@ def test_failing_rollback_says_the_board_may_be_mixed(tmp_path: Path) -> None:
         with pytest.raises(DeviceError) as info:
             dev.apply_preset("MAXN")
         assert "rolling back also failed" in str(info.value) and "mixed mode" in str(info.value)
+        assert board.snapshot() != before
+    assert board.snapshot() == before  # closing still restores the original settings
 
 
 def test_emc_without_any_control_node(tmp_path: Path) -> None:

@@ -102,3 +102,17 @@ def test_explicit_type_must_match_the_board(tmp_path: Path) -> None:
         JetsonDevice("orin-agx", fs=board.fs, power="none")
     with JetsonDevice("orin-nano", fs=board.fs, power="none") as dev:
         assert dev.device_type == "orin-nano"
+
+
+def test_importing_the_backend_is_cheap_and_safe(tmp_path: Path) -> None:
+    """No torch, no hardware access at import: safe on any machine (here: an empty root)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, powertrain.devices, powertrain.devices.jetson; "
+            "print('torch' in sys.modules, 'torchvision' in sys.modules)")
+    env = {**os.environ, "POWERFLEET_SYSFS_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]

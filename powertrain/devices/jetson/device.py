@@ -144,8 +144,9 @@ class JetsonDevice(Device):
         target = self.control.target_for(applied)
         if self._restore:
             _register(self)
+        self._changed = True  # even a failed apply may leave something to restore (mixed mode)
+        self._applied = None
         self.control.apply(target)
-        self._changed = True
         self._applied = dict(applied)
         return dict(applied)
 

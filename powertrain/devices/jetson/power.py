@@ -166,8 +166,8 @@ class PowerMeter:
     def add(self, power_w: float, rails_mw: Mapping[str, float] | None = None,
             t_s: float | None = None) -> None:
         """Record one sample (time defaults to now); samples must arrive in time order."""
-        t = self.clock() if t_s is None else float(t_s)
         with self._lock:
+            t = self.clock() if t_s is None else float(t_s)  # under the lock: samples stay ordered
             if self._samples:
                 last = self._samples[-1]
                 if t < last.t_s:
