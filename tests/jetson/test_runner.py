@@ -83,9 +83,11 @@ def test_runner_drops_warmup_and_times_each_minibatch() -> None:
 def test_time_calls_measures_each_call() -> None:
     import time
 
-    times, timer = time_calls_ms(lambda i: time.sleep(0.01 * (i + 1)), 3, cuda=False)
+    sleeps_ms = [20.0, 60.0, 180.0]
+    times, timer = time_calls_ms(lambda i: time.sleep(sleeps_ms[i] / 1000), 3, cuda=False)
     assert timer == "perf_counter"
-    assert [round(t / 10) for t in times] == [1, 2, 3]
+    assert all(t >= s for t, s in zip(times, sleeps_ms, strict=True))  # sleep never returns early
+    assert list(times) == sorted(times)  # each call timed on its own (3x apart: robust to load)
 
 
 def test_non_runnable_workloads_say_why() -> None:
