@@ -110,3 +110,27 @@ def test_emc_method_choice(tmp_path: Path) -> None:
         read_tables(cap_only.fs, "bpmp")
     with pytest.raises(DeviceError, match="valid: auto, bpmp, cap, none"):
         read_tables(cap_only.fs, "fast")
+
+
+def test_unreachable_debugfs_falls_back_to_the_cap_node(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a normal user, stat() below /sys/kernel/debug fails with EACCES (not ENOENT)."""
+    board = build_tree(tmp_path, BOARDS["orin-agx-jp5"])
+    real_exists = Path.exists
+
+    def exists(self: Path, *args: object, **kwargs: object) -> bool:
+        if "/sys/kernel/debug/" in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if "/sys/kernel/debug/" in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    tables = read_tables(board.fs, default_emc_hz=(7,))
+    assert tables.emc_method == "cap" and tables.emc_hz == (7,)

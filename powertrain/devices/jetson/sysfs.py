@@ -85,8 +85,11 @@ class Sysfs:
         return self.root / kernel_path.lstrip("/")
 
     def exists(self, kernel_path: str) -> bool:
-        """Whether ``kernel_path`` exists under the root."""
-        return self.path(kernel_path).exists()
+        """Whether ``kernel_path`` exists and can be reached (debugfs is 0700 root: False for users)."""
+        try:
+            return self.path(kernel_path).exists()
+        except OSError:  # EACCES from stat() below an unreadable directory
+            return False
 
     def glob(self, pattern: str) -> list[str]:
         """Kernel paths matching a glob pattern, in natural order (cpu2 before cpu10)."""
