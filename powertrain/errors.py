@@ -47,6 +47,10 @@ class DeviceError(PowerfleetError):
     """A device could not be built, controlled or read."""
 
 
+class DevicePermissionError(DeviceError, PermissionError):
+    """The board refused a read or write for lack of privileges (sysfs/debugfs need root)."""
+
+
 class NotFittedError(PowerfleetError, ValueError, AttributeError):
     """An estimator was used before ``fit``."""
 

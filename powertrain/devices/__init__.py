@@ -64,8 +64,15 @@ def _build_sim(device_type: str, options: dict[str, str]) -> Device:
     )
 
 
+def _build_jetson(device_type: str, options: dict[str, str]) -> Device:
+    # Imported on use: the module touches no hardware, but sim-only users need not load it.
+    from powertrain.devices.jetson import build_jetson
+
+    return build_jetson(device_type, options)
+
+
 #: Backend scheme -> builder(device_type, options). Real backends add themselves here.
-BACKENDS: dict[str, Builder] = {"sim": _build_sim}
+BACKENDS: dict[str, Builder] = {"sim": _build_sim, "jetson": _build_jetson}
 
 
 def parse_device_spec(spec: str) -> tuple[str, str, dict[str, str]]:
