@@ -87,6 +87,7 @@ class ModeTable:
         self.power_log_sd = np.asarray(prediction.power_log_sd, float)
         self.energy_mj = self.time_ms * self.power_w  # per minibatch: ms x W = mJ
         self._upper_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._index: dict[tuple[float, ...], int] | None = None
 
     def upper(self, margin_z: float) -> tuple[np.ndarray, np.ndarray]:
         """Time and power raised by ``margin_z`` standard deviations (cached per z)."""
@@ -94,6 +95,12 @@ class ModeTable:
             self._upper_cache[margin_z] = (self.time_ms * np.exp(margin_z * self.time_log_sd),
                                            self.power_w * np.exp(margin_z * self.power_log_sd))
         return self._upper_cache[margin_z]
+
+    def index_of(self, mode: Mapping[str, float]) -> int:
+        """Row of ``mode`` in the table, or -1 (exact knob values, as validated modes are)."""
+        if self._index is None:
+            self._index = {tuple(row): i for i, row in enumerate(self._values.tolist())}
+        return self._index.get(tuple(float(mode[k]) for k in self.knobs), -1)
 
     def mode(self, index: int) -> dict[str, float]:
         """The knob values of mode ``index``."""

@@ -127,6 +127,18 @@ class Device(abc.ABC):
             mode_count=self.space.size,
         )
 
+    def snapshot(self) -> dict[str, float | int | str | bool]:
+        """State the device carries between processes (flat scalars; empty by default).
+
+        A simulated board's clock, temperature, counters and noise generator live in memory,
+        so a node that runs each round in a fresh process saves them with this and
+        :meth:`restore`; a real board keeps its state in hardware and returns nothing.
+        """
+        return {}
+
+    def restore(self, snapshot: Mapping[str, float | int | str | bool]) -> None:  # noqa: B027
+        """Resume from a :meth:`snapshot` (default: nothing to restore)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Release the board (real backends restore its original settings)."""
 

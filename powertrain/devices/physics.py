@@ -84,15 +84,19 @@ class BoardPhysics:
 
 @dataclass(frozen=True)
 class UnitVariation:
-    """Multiplicative deviations of one physical unit from its type's nominal constants."""
+    """Multiplicative deviations of a unit from its type's nominal constants.
 
-    gpu_speed: float = 1.0
-    cpu_speed: float = 1.0
-    mem_speed: float = 1.0
-    dyn_power: float = 1.0
-    leakage: float = 1.0
-    base_power: float = 1.0
-    thermal_r: float = 1.0
+    Fields are scalars for one unit, or arrays (one entry per evaluated mode) to evaluate
+    many units at once.
+    """
+
+    gpu_speed: float | np.ndarray = 1.0
+    cpu_speed: float | np.ndarray = 1.0
+    mem_speed: float | np.ndarray = 1.0
+    dyn_power: float | np.ndarray = 1.0
+    leakage: float | np.ndarray = 1.0
+    base_power: float | np.ndarray = 1.0
+    thermal_r: float | np.ndarray = 1.0
 
     @classmethod
     def for_unit(cls, device_type: str, unit: int) -> UnitVariation:
@@ -109,6 +113,12 @@ class UnitVariation:
             base_power=1 + 0.030 * n[5],
             thermal_r=1 + 0.050 * n[6],
         )
+
+    @classmethod
+    def stacked(cls, units: list[UnitVariation]) -> UnitVariation:
+        """One variation whose fields are arrays over ``units`` (evaluate one mode per unit)."""
+        names = ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power", "thermal_r")
+        return cls(**{n: np.array([float(getattr(u, n)) for u in units]) for n in names})
 
 
 @dataclass

@@ -9,6 +9,7 @@ passive throttling above the trip point. Nothing sleeps: time advances by modell
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from powertrain.devices.physics import (
     idle_power_w,
     steady_temperature_c,
 )
-from powertrain.errors import check_choice, check_range
+from powertrain.errors import DeviceError, check_choice, check_range
 from powertrain.jetson_tables import get_space
 from powertrain.space import Mode, ModeSpace
 from powertrain.workloads import Workload, get_workload
@@ -113,6 +114,11 @@ class SimulatedJetson(Device):
     def space(self) -> ModeSpace:
         """The board's mode space."""
         return self._space
+
+    @property
+    def gpu_tpcs(self) -> int:
+        """GPU TPCs of the board (presets may power-gate some of them)."""
+        return self._board.gpu_tpcs
 
     @property
     def temperature_c(self) -> float:
@@ -209,6 +215,50 @@ class SimulatedJetson(Device):
             mean_power_w=energy / duration, energy_j=energy, start_s=start_s, duration_s=duration,
             extra={"temperature_c": self._temp_c, "throttle_level": self._throttle_level},
         )
+
+    def snapshot(self) -> dict[str, float | int | str | bool]:
+        """Clock, energy, thermal and noise state as flat scalars (see ``Device.snapshot``)."""
+        snap: dict[str, float | int | str | bool] = {f"mode.{k}": v for k, v in self._mode.items()}
+        snap.update({
+            "device_type": self.device_type, "unit": self._unit, "seed": self._seed,
+            "tpc_fraction": self._tpc_fraction, "since_change": self._since_change, "cold": self._cold,
+            "clock_s": self._clock_s, "energy_j": self._energy_j, "throttle_level": self._throttle_level,
+            "next_thermal_check_s": self._next_thermal_check_s,
+            "last_check_temp_c": self._last_check_temp_c, "power_w": self._power_w, "temp_c": self._temp_c,
+            "rng": json.dumps(self._rng.bit_generator.state),
+        })
+        return snap
+
+    def restore(self, snapshot: Mapping[str, float | int | str | bool]) -> None:
+        """Resume from :meth:`snapshot`; refuses a snapshot of another board."""
+        if not snapshot:
+            return
+        if snapshot.get("device_type") != self.device_type or int(snapshot.get("unit", -1)) != self._unit:
+            raise DeviceError(
+                f"snapshot of {snapshot.get('device_type')} unit {snapshot.get('unit')} cannot be restored "
+                f"on {self.device_type} unit {self._unit}")
+        try:
+            knobs = self._space.knob_names
+            self._mode = self._space.validate({k: float(snapshot[f"mode.{k}"]) for k in knobs})
+            self._tpc_fraction = float(snapshot["tpc_fraction"])
+            self._since_change = int(snapshot["since_change"])
+            self._cold = bool(snapshot["cold"])
+            self._clock_s = float(snapshot["clock_s"])
+            self._energy_j = float(snapshot["energy_j"])
+            self._throttle_level = int(snapshot["throttle_level"])
+            self._next_thermal_check_s = float(snapshot["next_thermal_check_s"])
+            self._last_check_temp_c = float(snapshot["last_check_temp_c"])
+            self._power_w = float(snapshot["power_w"])
+            self._temp_c = float(snapshot["temp_c"])
+            self._rng.bit_generator.state = json.loads(str(snapshot["rng"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DeviceError(f"simulated device snapshot is incomplete or malformed: {exc}") from None
+
+    def steady_idle_power_w(self) -> float:
+        """Idle power in the lowest mode at ambient temperature (the floor any cap must clear)."""
+        m = self._space.min_mode()
+        return idle_power_w(self._board, m["cpu_cores"], m["cpu_mhz"], m["mem_mhz"], None,
+                            temp_c=self._ambient_c, unit=self._variation)
 
     # ------------------------------------------------------------------ ground truth
     def true_performance(self, workload: str, modes: pd.DataFrame | None = None,

@@ -77,7 +77,20 @@ def train(
 
     ``x`` is ``(n, k)`` shared by all nets or ``(nets, n, k)``; ``y`` and ``row_weight`` are
     ``(nets, n)``: a net learns only from rows with positive weight (a fold's training rows).
+    Runs on one intra-op thread: these matrices are too small to gain from more, one thread
+    is immune to OpenMP spin-waiting on a busy machine, and results do not depend on the
+    host's thread count.
     """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(x, y, row_weight, layers, spec, anchor_layers, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(x: np.ndarray, y: np.ndarray, row_weight: np.ndarray, layers: Layers, spec: TrainSpec,
+           anchor_layers: Layers | None, seed: int) -> dict[int, Layers]:
     gen = torch.Generator().manual_seed(seed)
     n_nets = layers[0][0].shape[0]
     xt = torch.as_tensor(x, dtype=torch.float32)

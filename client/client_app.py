@@ -1,0 +1,78 @@
+"""The Flower ClientApp (thin): decode the message, run the node's round, encode the reply.
+
+The node's device comes from ``node_config["device"]`` on a deployed SuperNode, or - in a
+simulated fleet - from the fleet the coordinator broadcasts, indexed by the node's partition
+id. Per-node state that must survive between rounds (the predictor artifact, a simulated
+board's clock and temperature) lives in ``context.state``; the logic is in
+``client/runtime.py``.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from client import protocol
+from client.runtime import NodeFailure, NodeRuntime, predictor_table
+from powertrain.devices import make_device
+from powertrain.errors import DeviceError
+
+app = ClientApp()
+
+_NODE = "powerfleet.node"
+_DEVICE = "powerfleet.device"
+_PREDICTOR = "powerfleet.predictor"
+
+
+def _runtime(context: Context) -> NodeRuntime:
+    node = context.state.config_records.get(_NODE)
+    if node is None:
+        raise DeviceError("node was not queried before training; no device is known")
+    device = make_device(str(node["spec"]))
+    saved = context.state.config_records.get(_DEVICE)
+    if saved is not None:
+        device.restore({k: v for k, v in saved.items() if isinstance(v, bool | int | float | str)})
+    return NodeRuntime(device, partition_id=int(node["partition-id"]),
+                       num_partitions=int(node["num-partitions"]), device_spec=str(node["spec"]))
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Report device type, unit, held predictor version and availability."""
+    q = protocol.query_from_records(msg.content)
+    cfg = context.node_config
+    partition = int(cfg.get("partition-id", 0))
+    spec = str(cfg["device"]) if "device" in cfg else (q.fleet[partition] if partition < len(q.fleet) else "")
+    if not spec:
+        raise DeviceError(f"node {context.node_id} has no device: set node_config device=... or run it in a "
+                          "simulated fleet")
+    context.state[_NODE] = ConfigRecord({
+        "spec": spec, "partition-id": partition,
+        "num-partitions": int(cfg.get("num-partitions", max(len(q.fleet), 1)))})
+    node = _runtime(context)
+    held = context.state.config_records.get(_PREDICTOR)
+    info = node.info(context.node_id, str(held["id"]) if held else "", True)
+    return Message(protocol.info_to_records(info), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Choose a mode, train for real, measure, and reply with weights, metrics and samples."""
+    task, weights = protocol.task_from_records(msg.content)
+    node = _runtime(context)
+    table = None
+    pid = ""
+    if task.predictor_bytes:
+        pid, table = predictor_table(task.predictor_bytes, node.device)
+        context.state[_PREDICTOR] = ConfigRecord({"id": pid, "artifact": task.predictor_bytes})
+    elif (held := context.state.config_records.get(_PREDICTOR)) is not None and task.predictor_id:
+        artifact = held["artifact"]
+        if isinstance(artifact, bytes):
+            pid, table = predictor_table(artifact, node.device)
+    try:
+        result, new_weights = node.train(context.node_id, task, weights, table, pid)
+    except NodeFailure:
+        context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+        raise
+    context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+    return Message(protocol.result_to_records(result, new_weights), reply_to=msg)

@@ -1,0 +1,222 @@
+"""The round protocol between the coordinator and a node, independent of Flower.
+
+Three typed messages - :class:`NodeQuery`/:class:`NodeInfo` (query), :class:`TrainTask` and
+:class:`TrainResult` (train) - and their encoding into Flower records. The Flower apps only
+call ``to_records``/``from_records``; the analytic engine passes the dataclasses directly.
+Predictor artifacts travel as protobuf bytes (``proto/serde.py``), never pickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from powertrain.errors import DataFormatError
+
+QUERY = "query"
+TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class NodeQuery:
+    """What the coordinator asks every node before a round."""
+
+    round: int
+    workload: str
+    seed: int
+    #: device specs of a simulated fleet, indexed by the node's partition id (simulation only;
+    #: a deployed node's own ``node_config["device"]`` wins)
+    fleet: tuple[str, ...] = ()
+    dropout_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node's answer: what it is and whether it can work this round."""
+
+    node_id: int
+    device_type: str
+    unit: int
+    device_spec: str
+    partition_id: int
+    predictor_id: str  # artifact id of the predictor it holds ("" if none)
+    available: bool
+    idle_power_w: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """One node's assignment for a round."""
+
+    round: int
+    workload: str
+    work_minibatches: int  # assigned local work (possibly partial)
+    min_minibatches: int
+    deadline_s: float
+    power_cap_w: float
+    objective: str
+    policy: str
+    margin_z: float
+    seed: int
+    lr: float = 0.05
+    predictor_id: str = ""
+    predictor_bytes: bytes = b""  # sent only when the node lacks ``predictor_id``
+    #: bootstrap: modes to profile (knob name -> values); their minibatches are training steps
+    profile_modes: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    profile_minibatches: int = 20
+    fail: bool = False  # simulated dropout: the node dies mid-round
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a node reports after training."""
+
+    node_id: int
+    device_type: str
+    unit: int
+    policy: str
+    mode: Mapping[str, float]
+    work_assigned: int
+    work_planned: int
+    work_done: int
+    examples: int
+    time_s: float  # device time of the round's training (virtual on simulated boards)
+    energy_j: float
+    mean_power_w: float
+    pred_time_s: float
+    pred_power_w: float
+    pred_energy_j: float
+    true_power_w: float  # ground-truth steady power of the chosen mode (simulated boards), else measured
+    deadline_met: bool
+    train_loss: float
+    profiling_minibatches: int
+    choice: str  # "feasible", "trimmed: ..." or the baseline's rule
+    samples: pd.DataFrame  # observed (mode, time_ms, power_w) rows: profiled and in-round
+    predictor_id: str = ""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalar metrics for records and reports."""
+        return {k: float(v) for k, v in asdict(self).items()
+                if isinstance(v, int | float | bool) and k not in ("node_id", "unit")}
+
+
+# ---------------------------------------------------------------- encoding
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def query_to_records(q: NodeQuery) -> RecordDict:
+    """Encode a query."""
+    return RecordDict({"config": ConfigRecord({
+        "round": q.round, "workload": q.workload, "seed": q.seed, "fleet": _json(list(q.fleet)),
+        "dropout-rate": q.dropout_rate})})
+
+
+def query_from_records(rd: RecordDict) -> NodeQuery:
+    """Decode a query."""
+    c = _config(rd, "config")
+    return NodeQuery(int(c["round"]), str(c["workload"]), int(c["seed"]),
+                     tuple(json.loads(str(c["fleet"]))), float(c["dropout-rate"]))
+
+
+def info_to_records(info: NodeInfo) -> RecordDict:
+    """Encode a node's answer."""
+    return RecordDict({"info": ConfigRecord({
+        "node-id": info.node_id, "device-type": info.device_type, "unit": info.unit,
+        "device-spec": info.device_spec, "partition-id": info.partition_id,
+        "predictor-id": info.predictor_id, "available": info.available, "idle-power-w": info.idle_power_w})})
+
+
+def info_from_records(rd: RecordDict, node_id: int) -> NodeInfo:
+    """Decode a node's answer (``node_id`` from the message metadata wins)."""
+    c = _config(rd, "info")
+    return NodeInfo(node_id, str(c["device-type"]), int(c["unit"]), str(c["device-spec"]),
+                    int(c["partition-id"]), str(c["predictor-id"]), bool(c["available"]),
+                    float(c["idle-power-w"]))
+
+
+def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> RecordDict:
+    """Encode a train task with the global weights."""
+    config = ConfigRecord({
+        "round": task.round, "workload": task.workload, "work-minibatches": task.work_minibatches,
+        "min-minibatches": task.min_minibatches, "deadline-s": task.deadline_s,
+        "power-cap-w": task.power_cap_w, "objective": task.objective, "policy": task.policy,
+        "margin-z": task.margin_z, "seed": task.seed, "lr": task.lr, "predictor-id": task.predictor_id,
+        "profile-modes": _json({k: list(map(float, v)) for k, v in task.profile_modes.items()}),
+        "profile-minibatches": task.profile_minibatches, "fail": task.fail,
+    })
+    records: dict[str, Any] = {"arrays": _arrays(weights), "config": config}
+    if task.predictor_bytes:
+        records["predictor"] = ConfigRecord({"artifact": task.predictor_bytes})
+    return RecordDict(records)
+
+
+def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]:
+    """Decode a train task and the global weights."""
+    c = _config(rd, "config")
+    artifact = b""
+    if "predictor" in rd:
+        raw = _config(rd, "predictor")["artifact"]
+        if not isinstance(raw, bytes):
+            raise DataFormatError("train task: predictor artifact is not bytes")
+        artifact = raw
+    task = TrainTask(
+        round=int(c["round"]), workload=str(c["workload"]), work_minibatches=int(c["work-minibatches"]),
+        min_minibatches=int(c["min-minibatches"]), deadline_s=float(c["deadline-s"]),
+        power_cap_w=float(c["power-cap-w"]), objective=str(c["objective"]), policy=str(c["policy"]),
+        margin_z=float(c["margin-z"]), seed=int(c["seed"]), lr=float(c["lr"]),
+        predictor_id=str(c["predictor-id"]), predictor_bytes=artifact,
+        profile_modes=json.loads(str(c["profile-modes"])), profile_minibatches=int(c["profile-minibatches"]),
+        fail=bool(c["fail"]),
+    )
+    arrays = rd.array_records["arrays"]
+    weights = {k: arrays[k].numpy() for k in arrays}
+    return task, weights
+
+
+def result_to_records(res: TrainResult, weights: Mapping[str, np.ndarray]) -> RecordDict:
+    """Encode a node's result with its updated weights."""
+    metrics = MetricRecord(dict(res.metrics()))
+    meta = ConfigRecord({"device-type": res.device_type, "unit": res.unit, "policy": res.policy,
+                         "mode": _json(dict(res.mode)), "choice": res.choice,
+                         "predictor-id": res.predictor_id,
+                         "samples": res.samples.to_json(orient="split", double_precision=15)})
+    return RecordDict({"arrays": _arrays(weights), "metrics": metrics, "meta": meta})
+
+
+def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict[str, np.ndarray]]:
+    """Decode a node's result (JSON and numbers only; nothing is unpickled)."""
+    m = rd.metric_records["metrics"]
+    meta = _config(rd, "meta")
+    samples = pd.read_json(io.StringIO(str(meta["samples"])), orient="split")
+    res = TrainResult(
+        node_id=node_id, device_type=str(meta["device-type"]), unit=int(meta["unit"]),
+        policy=str(meta["policy"]), mode=json.loads(str(meta["mode"])),
+        work_assigned=int(m["work_assigned"]), work_planned=int(m["work_planned"]),
+        work_done=int(m["work_done"]), examples=int(m["examples"]), time_s=float(m["time_s"]),
+        energy_j=float(m["energy_j"]), mean_power_w=float(m["mean_power_w"]),
+        pred_time_s=float(m["pred_time_s"]), pred_power_w=float(m["pred_power_w"]),
+        pred_energy_j=float(m["pred_energy_j"]), true_power_w=float(m["true_power_w"]),
+        deadline_met=bool(m["deadline_met"]), train_loss=float(m["train_loss"]),
+        profiling_minibatches=int(m["profiling_minibatches"]), choice=str(meta["choice"]),
+        samples=samples, predictor_id=str(meta["predictor-id"]),
+    )
+    arrays = rd.array_records["arrays"]
+    return res, {k: arrays[k].numpy() for k in arrays}
+
+
+def _arrays(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
+
+
+def _config(rd: RecordDict, key: str) -> ConfigRecord:
+    if key not in rd.config_records:
+        raise DataFormatError(f"message is missing its {key!r} record")
+    return rd.config_records[key]

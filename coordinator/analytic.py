@@ -1,0 +1,186 @@
+"""The analytic engine: a fleet without Flower and without training, for scheduling studies.
+
+It runs the same coordinator, selection policy and mode-choice code as the Flower engine,
+but a node's round is evaluated from the simulator's *steady-state* physics with the window
+noise of a simulated board (no per-minibatch warm-up, thermal dynamics or throttling), and
+vectorised per device type, so rounds of thousands of clients take well under a second.
+Nodes that share a device type, policy, cap, deadline and work make the same predicted
+choice, so that choice is made once per group; the ``oracle`` uses the nominal unit's truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from client import policies
+from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
+from client.runtime import predictor_table
+from coordinator.fleet import FleetSpec
+from powertrain.devices.physics import BoardPhysics, UnitVariation, evaluate, get_board, steady_temperature_c
+from powertrain.devices.simulated import SimulatedJetson
+from powertrain.optimize import ModeTable
+from powertrain.workloads import Workload, get_workload
+
+TIME_SIGMA = 0.02  # window noise of a simulated board (see NoiseModel)
+POWER_SIGMA = 0.012
+MAX_OBSERVATIONS_PER_TYPE = 64  # round samples handed to the store per device type and round
+_EMPTY = pd.DataFrame()
+
+
+@dataclass
+class _Node:
+    node_id: int
+    device_type: str
+    unit: int
+    predictor_id: str = ""
+
+
+class AnalyticBackend:
+    """Vectorised steady-state nodes (see the module docstring)."""
+
+    real_training = False
+
+    def __init__(self, fleet: FleetSpec, seed: int = 0) -> None:
+        self.fleet = fleet
+        self.rng = np.random.default_rng([seed, 777])
+        self.nodes = {n.index + 1: _Node(n.index + 1, n.device_type, n.unit) for n in fleet.nodes}
+        self.templates = {t: SimulatedJetson(t) for t in fleet.device_types}
+        self.variation: dict[str, tuple[np.ndarray, UnitVariation]] = {}
+        for t in fleet.device_types:
+            ids = np.array([i for i, n in self.nodes.items() if n.device_type == t])
+            units = [UnitVariation.for_unit(t, self.nodes[int(i)].unit) for i in ids]
+            self.variation[t] = (ids, UnitVariation.stacked(units))
+        self.tables: dict[tuple[str, str], ModeTable] = {}
+        self.clock_s = 0.0
+
+    def query(self, query: NodeQuery) -> list[NodeInfo]:
+        """Every node is available; idle power from the physics of its type."""
+        idle = {t: d.steady_idle_power_w() for t, d in self.templates.items()}
+        return [NodeInfo(n.node_id, n.device_type, n.unit, f"sim:{n.device_type}?unit={n.unit}", n.node_id - 1,
+                         n.predictor_id, True, idle[n.device_type]) for n in self.nodes.values()]
+
+    def _table(self, task: TrainTask, node: _Node) -> ModeTable | None:
+        if task.predictor_bytes:
+            pid, table = predictor_table(task.predictor_bytes, self.templates[node.device_type])
+            self.tables[(pid, node.device_type)] = table
+            node.predictor_id = pid
+        return self.tables.get((node.predictor_id, node.device_type))
+
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
+              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+        """Plan per group, evaluate every node's mode at once per device type."""
+        out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str] = {}
+        plans: dict[int, policies.Plan] = {}
+        group_plan: dict[tuple[object, ...], policies.Plan] = {}
+        profiling: dict[int, pd.DataFrame] = {}
+        for node_id, task in tasks.items():
+            node = self.nodes[node_id]
+            table = self._table(task, node)
+            if task.fail:
+                out[node_id] = f"node {node_id} dropped out in round {task.round} (simulated)"
+                continue
+            if task.profile_modes:
+                profiling[node_id] = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
+            key = (node.device_type, task.policy, task.work_minibatches, task.power_cap_w, task.deadline_s,
+                   task.objective, task.margin_z, node.predictor_id)
+            if task.policy == "random" or key not in group_plan:
+                rng = np.random.default_rng([task.seed, task.round, node_id])
+                group_plan[key] = policies.plan(
+                    task.policy, self.templates[node.device_type], work=task.work_minibatches,
+                    deadline_s=task.deadline_s, power_cap_w=task.power_cap_w, objective=task.objective,
+                    margin_z=task.margin_z, table=table, rng=rng, workload=task.workload)
+            plans[node_id] = group_plan[key]
+        for dtype in {self.nodes[n].device_type for n in plans}:
+            self._evaluate_type(dtype, {n: p for n, p in plans.items() if self.nodes[n].device_type == dtype},
+                                tasks, profiling, out)
+        return out
+
+    def _evaluate_type(self, dtype: str, plans: Mapping[int, policies.Plan], tasks: Mapping[int, TrainTask],
+                       profiling: Mapping[int, pd.DataFrame],
+                       out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]) -> None:
+        ids, variation = self.variation[dtype]
+        index = {int(n): i for i, n in enumerate(ids)}
+        node_ids = list(plans)
+        rows = np.array([index[n] for n in node_ids])
+        template = self.templates[dtype]
+        knobs = template.space.knob_names
+        board = get_board(dtype)
+        workload = get_workload(tasks[node_ids[0]].workload)
+        modes = np.array([[plans[n].mode[k] for k in knobs] for n in node_ids])
+        tpc = np.array([self._tpc(template, plans[n]) for n in node_ids])
+        unit = UnitVariation(**{k: np.asarray(getattr(variation, k))[rows] for k in
+                                ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power",
+                                 "thermal_r")})
+        t_mb, p_true = _steady(board, workload, modes, tpc, unit)
+        n = len(node_ids)
+        t_noisy = t_mb * np.exp(self.rng.normal(0.0, TIME_SIGMA, n))
+        p_noisy = p_true * (1.0 + self.rng.normal(0.0, POWER_SIGMA, n))
+        observed: list[dict[str, float | str]] = []
+        for j, node_id in enumerate(node_ids):
+            task, plan = tasks[node_id], plans[node_id]
+            time_s, energy, profiled, samples = 0.05, 0.0, 0, _EMPTY
+            if node_id in profiling:
+                frame = profiling[node_id]
+                pt, pp = _steady(board, workload, frame.loc[:, list(knobs)].to_numpy(float),
+                                 np.ones(len(frame)), _take(unit, j, len(frame)))
+                mt = pt * np.exp(self.rng.normal(0.0, TIME_SIGMA, len(frame)))
+                mp = pp * (1.0 + self.rng.normal(0.0, POWER_SIGMA, len(frame)))
+                per_mode = np.maximum(3, np.ceil(1.0 / pt)) + task.profile_minibatches
+                time_s += float(np.sum(per_mode * mt))
+                energy += float(np.sum(per_mode * mt * mp))
+                profiled = int(per_mode.sum())
+                samples = frame.assign(time_ms=mt * 1000.0, power_w=mp, device=dtype, workload=workload.name,
+                                       source="profile", device_unit=self.nodes[node_id].unit)
+            work = plan.work if task.work_minibatches > 0 else 0
+            time_s += work * float(t_noisy[j])
+            energy += work * float(t_noisy[j]) * float(p_noisy[j])
+            if work and len(observed) < MAX_OBSERVATIONS_PER_TYPE:
+                observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": float(p_noisy[j]),
+                                 "device": dtype, "workload": workload.name, "source": "round",
+                                 "device_unit": self.nodes[node_id].unit})
+            res = TrainResult(
+                node_id=node_id, device_type=dtype, unit=self.nodes[node_id].unit, policy=task.policy,
+                mode=plan.mode, work_assigned=task.work_minibatches, work_planned=work, work_done=work + profiled,
+                examples=(work + profiled) * workload.batch_size, time_s=time_s, energy_j=energy,
+                mean_power_w=energy / time_s, pred_time_s=plan.pred_time_ms * work / 1000.0,
+                pred_power_w=plan.pred_power_w, pred_energy_j=plan.pred_time_ms * plan.pred_power_w * work / 1000.0,
+                true_power_w=float(p_true[j]), deadline_met=time_s <= task.deadline_s, train_loss=float("nan"),
+                profiling_minibatches=profiled, choice=plan.choice, samples=samples,
+                predictor_id=self.nodes[node_id].predictor_id,
+            )
+            out[node_id] = (res, {})
+        if observed:  # the round's observations ride on one result of the type
+            first = next(n for n in node_ids if not isinstance(out[n], str))
+            res0, w0 = out[first]  # type: ignore[misc]
+            extra = pd.DataFrame(observed)
+            merged = pd.concat([res0.samples, extra], ignore_index=True) if len(res0.samples) else extra
+            out[first] = (TrainResult(**{**res0.__dict__, "samples": merged}), w0)
+
+    @staticmethod
+    def _tpc(template: SimulatedJetson, plan: policies.Plan) -> float:
+        if plan.preset is None:
+            return 1.0
+        preset = template.space.preset(plan.preset)
+        return (preset.active_tpcs or template.gpu_tpcs) / template.gpu_tpcs
+
+
+def _take(unit: UnitVariation, j: int, n: int) -> UnitVariation:
+    names = ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power", "thermal_r")
+    return UnitVariation(**{k: np.full(n, float(np.asarray(getattr(unit, k))[j])) for k in names})
+
+
+def _steady(board: BoardPhysics, workload: Workload, modes: np.ndarray, tpc: np.ndarray,
+            unit: UnitVariation) -> tuple[np.ndarray, np.ndarray]:
+    """Steady-state time (s) and power (W) with the leakage-temperature fixed point."""
+    temp = np.full(len(modes), 25.0)
+    ev = evaluate(board, workload, modes[:, 0], modes[:, 1], modes[:, 2], modes[:, 3], tpc_fraction=tpc,
+                  temp_c=temp, unit=unit)
+    for _ in range(3):
+        temp = steady_temperature_c(board, ev.power_w, 25.0, "max", unit)
+        ev = evaluate(board, workload, modes[:, 0], modes[:, 1], modes[:, 2], modes[:, 3], tpc_fraction=tpc,
+                      temp_c=temp, unit=unit)
+    return ev.time_s, ev.power_w

@@ -1,0 +1,69 @@
+"""The coordinator's nodes reached through a Flower ``Grid`` (simulation or deployment)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Message, MessageType
+from flwr.serverapp import Grid
+
+from client import protocol
+from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
+from powertrain.errors import PowerfleetError
+
+log = logging.getLogger("powerfleet.coordinator")
+QUERY_TIMEOUT_S = 120.0
+TTL_MARGIN_S = 60.0
+
+
+class FlowerBackend:
+    """Query and train messages over a Flower grid; error replies become failure reasons."""
+
+    real_training = True
+
+    def __init__(self, grid: Grid, query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
+        self.grid = grid
+        self.query_timeout_s = query_timeout_s
+
+    def query(self, query: NodeQuery) -> list[NodeInfo]:
+        """Ask every connected node who it is."""
+        node_ids = list(self.grid.get_node_ids())
+        messages = [Message(protocol.query_to_records(query), dst_node_id=n, message_type=MessageType.QUERY,
+                            ttl=self.query_timeout_s + TTL_MARGIN_S, group_id=f"query-{query.round}")
+                    for n in node_ids]
+        infos = []
+        for reply in self.grid.send_and_receive(messages, timeout=self.query_timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log.warning("node %s failed the query: %s", node, _first_line(reply.error.reason))
+                continue
+            try:
+                infos.append(protocol.info_from_records(reply.content, node))
+            except PowerfleetError as exc:
+                log.warning("node %s sent a malformed query reply: %s", node, exc)
+        return infos
+
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
+              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+        """Send every task, wait up to ``timeout_s``, decode what came back."""
+        messages = [Message(protocol.task_to_records(task, weights), dst_node_id=n,
+                            message_type=MessageType.TRAIN, ttl=timeout_s + TTL_MARGIN_S,
+                            group_id=f"round-{task.round}") for n, task in tasks.items()]
+        out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                out[node] = _first_line(reply.error.reason)
+                continue
+            try:
+                out[node] = protocol.result_from_records(reply.content, node)
+            except (PowerfleetError, KeyError, ValueError) as exc:
+                out[node] = f"malformed reply: {exc}"
+        return out
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "error"

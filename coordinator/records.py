@@ -1,0 +1,118 @@
+"""What a run records: one row per client-round, one per round, and the run summary.
+
+Rates are fractions in [0, 1]. Power-cap violations are judged on the simulator's ground
+truth (the chosen mode's true steady power) when the board is simulated, else on the
+measured mean power. The deadline hit rate counts client-rounds that replied, outside the
+bootstrap rounds in which new predictors are profiled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """One node in one round."""
+
+    round: int
+    node_id: int
+    device_type: str
+    unit: int
+    status: str  # "on-time", "late", "dropped", "skipped"
+    bootstrap: bool
+    reason: str = ""
+    policy: str = ""
+    mode: str = ""
+    work_assigned: int = 0
+    work_planned: int = 0
+    work_done: int = 0
+    time_s: float = math.nan
+    energy_j: float = math.nan
+    mean_power_w: float = math.nan
+    pred_time_s: float = math.nan
+    pred_power_w: float = math.nan
+    pred_energy_j: float = math.nan
+    true_power_w: float = math.nan
+    power_cap_w: float = math.nan
+    deadline_s: float = math.nan
+    profiling_minibatches: int = 0
+    choice: str = ""
+
+    @property
+    def over_cap_w(self) -> float:
+        """How far the (true) power was above the cap; 0 if under or unknown."""
+        if math.isnan(self.true_power_w) or math.isnan(self.power_cap_w):
+            return 0.0
+        return max(self.true_power_w - self.power_cap_w, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict for CSV/JSON."""
+        return {**asdict(self), "over_cap_w": self.over_cap_w}
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round of the fleet."""
+
+    round: int
+    bootstrap: bool
+    selected: int
+    completed: int  # replied on time (or, in a bootstrap round, replied)
+    late: int
+    dropped: int
+    skipped: int
+    energy_j: float
+    mean_power_w: float
+    duration_s: float  # device time until the last reply used (bounded by the deadline)
+    wall_s: float
+    accuracy: float
+    loss: float
+    profiling_minibatches: int
+    predictor_versions: str  # "type=vN,..."
+    energy_by_type_j: dict[str, float] = field(default_factory=dict)
+    duration_by_type_s: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat dict for CSV/JSON (per-type figures as their own columns)."""
+        out = {k: v for k, v in asdict(self).items() if not isinstance(v, dict)}
+        out.update({f"energy_j_{k}": v for k, v in self.energy_by_type_j.items()})
+        out.update({f"duration_s_{k}": v for k, v in self.duration_by_type_s.items()})
+        return out
+
+
+def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[ClientRecord],
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary other tools read (see the module docstring for the definitions)."""
+    replied = [c for c in clients if c.status in ("on-time", "late")]
+    scored = [c for c in replied if not c.bootstrap]
+    hits = sum(c.status == "on-time" for c in scored)
+    over = [c.over_cap_w for c in replied]
+    steady = [r for r in rounds if not r.bootstrap]
+    final = next((r for r in reversed(rounds) if not math.isnan(r.accuracy)), None)
+    summary: dict[str, Any] = {
+        "policy": policy,
+        "rounds": len(rounds),
+        "client_rounds": len(replied),
+        "deadline_hit_rate": hits / len(scored) if scored else math.nan,
+        "energy_j_total": float(sum(r.energy_j for r in rounds)),
+        "energy_j_per_round": (float(sum(r.energy_j for r in steady)) / len(steady)) if steady else math.nan,
+        "power_cap_violation_rate": (sum(o > 0 for o in over) / len(over)) if over else math.nan,
+        "max_power_over_cap_w": max(over, default=0.0),
+        "final_accuracy": final.accuracy if final else math.nan,
+        "profiling_minibatches": int(sum(r.profiling_minibatches for r in rounds)),
+        "bootstrap_rounds": sum(r.bootstrap for r in rounds),
+        "dropped_client_rounds": sum(c.status == "dropped" for c in clients),
+        "skipped_client_rounds": sum(c.status == "skipped" for c in clients),
+        "partial_work_client_rounds": sum(c.reason.startswith("partial") for c in replied),
+        "trimmed_client_rounds": sum(c.choice.startswith("trimmed") for c in replied),
+        "mean_power_w": (float(sum(c.energy_j for c in replied)) / sum(c.time_s for c in replied))
+        if replied and sum(c.time_s for c in replied) > 0 else math.nan,
+    }
+    if extra:
+        summary.update(extra)
+    return summary

@@ -1,0 +1,138 @@
+"""Writing a run's report: CSV/JSON records, ``summary.json``, a markdown summary and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from coordinator.rounds import RunReport
+from powertrain.profile_io import atomic_output
+
+SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "energy_j_total", "energy_j_per_round",
+                "power_cap_violation_rate", "max_power_over_cap_w", "final_accuracy", "profiling_minibatches")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_report(report: RunReport, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
+    """Write every report file into ``out_dir``; returns them by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = pd.DataFrame([r.to_dict() for r in report.rounds])
+    clients = pd.DataFrame([c.to_dict() for c in report.clients])
+    files = {
+        "rounds.csv": out / "rounds.csv", "rounds.json": out / "rounds.json", "clients.csv": out / "clients.csv",
+        "summary.json": out / "summary.json", "summary.md": out / "summary.md",
+    }
+    with atomic_output(files["rounds.csv"]) as tmp:
+        rounds.to_csv(tmp, index=False, float_format="%.6g")
+    _write_text(files["rounds.json"], json.dumps(_clean(rounds.to_dict(orient="records")), indent=1))
+    with atomic_output(files["clients.csv"]) as tmp:
+        clients.to_csv(tmp, index=False, float_format="%.6g")
+    summary = {**report.summary, "config": report.config.to_run_config(), "predictors": report.predictors}
+    _write_text(files["summary.json"], json.dumps(_clean(summary), indent=1, sort_keys=False))
+    _write_text(files["summary.md"], markdown(report, title))
+    files.update(plots(report, out))
+    return files
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def markdown(report: RunReport, title: str = "") -> str:
+    """A human-readable summary of the run."""
+    s = report.summary
+    cfg = report.config
+    lines = [f"# {title or 'powerfleet run'}", "",
+             f"Policy **{cfg.policy}**, objective {cfg.objective}, {cfg.num_server_rounds} rounds, deadline "
+             f"{cfg.deadline_s:g} s, power cap {cfg.power_cap_w:g} W, {cfg.local_minibatches} local minibatches "
+             f"of {cfg.workload}, selection {cfg.selection}, margin z={cfg.margin_z:g}.", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(s.get(k))} |" for k in SUMMARY_KEYS]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in s.items() if k not in SUMMARY_KEYS]
+    lines += ["", "## Predictors", "", "| device type | version | how |", "|---|---|---|"]
+    lines += [f"| {d} | v{p['version']} | {p['how']} |" for d, p in report.predictors.items()]
+    lines += ["", "## Rounds", "",
+              "| round | selected | on time | late | dropped | skipped | energy J | mean W | duration s | accuracy |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report.rounds:
+        lines.append(f"| {r.round}{' (bootstrap)' if r.bootstrap else ''} | {r.selected} | {r.completed} | "
+                     f"{r.late} | {r.dropped} | {r.skipped} | {r.energy_j:.0f} | {_fmt(r.mean_power_w)} | "
+                     f"{r.duration_s:.1f} | {_fmt(r.accuracy)} |")
+    notes = [f"- round {r.round}: {r.notes}" for r in report.rounds if r.notes]
+    if notes:
+        lines += ["", "## Predictor updates", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plots(report: RunReport, out: Path) -> dict[str, Path]:
+    """Energy and duration per round by device type, deadline outcomes, and accuracy (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = report.rounds
+    x = [r.round for r in rounds]
+    types = sorted({t for r in rounds for t in r.energy_by_type_j})
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0][0]
+    bottom = [0.0] * len(rounds)
+    for t in types:
+        values = [r.energy_by_type_j.get(t, 0.0) for r in rounds]
+        ax.bar(x, values, bottom=bottom, label=t)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_title("energy per round by device type (J)")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    for t in types:
+        ax.plot(x, [r.duration_by_type_s.get(t, math.nan) for r in rounds], "-o", ms=3, label=t)
+    ax.axhline(report.config.deadline_s, color="k", ls="--", lw=1, label="deadline")
+    ax.set_title("slowest client per device type (device s)")
+    ax.legend(fontsize=8)
+    ax = axes[1][0]
+    on_time = [r.completed for r in rounds]
+    late = [r.late for r in rounds]
+    dropped = [r.dropped for r in rounds]
+    skipped = [r.skipped for r in rounds]
+    ax.bar(x, on_time, label="on time", color="tab:green")
+    ax.bar(x, late, bottom=on_time, label="late", color="tab:red")
+    base = [a + b for a, b in zip(on_time, late, strict=True)]
+    ax.bar(x, dropped, bottom=base, label="dropped", color="tab:gray")
+    base = [a + b for a, b in zip(base, dropped, strict=True)]
+    ax.bar(x, skipped, bottom=base, label="skipped", color="tab:olive")
+    ax.set_title("client-rounds by deadline outcome")
+    ax.legend(fontsize=8)
+    ax = axes[1][1]
+    ax.plot(x, [r.accuracy for r in rounds], "-o", ms=3, color="tab:purple")
+    ax.set_ylim(0, 1)
+    ax.set_title("test accuracy of the global model")
+    for a in axes.ravel():
+        a.set_xlabel("round")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "rounds.png"
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return {"rounds.png": path}

@@ -1,0 +1,348 @@
+"""The coordinator's round protocol, independent of Flower (see ``docs/architecture.md``).
+
+Per round: query the nodes; select who works and how much (deadline-aware by default); send
+each a task with the round config and - if it lacks the current version - the predictor
+artifact; collect the results; aggregate FedAvg over on-time updates weighted by examples
+actually trained; evaluate; record; and feed observed (mode, time, power) samples to the
+store, which re-transfers a predictor whose rolling error drifts.
+
+A (device type, workload) without a predictor is bootstrapped through the fleet: the store
+plans k modes, the coordinator deals them round-robin to the available boards of that type,
+and their profiled minibatches are real training steps of that round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
+from client.task import evaluate, get_weights, make_dataset, new_model, set_weights
+from coordinator.config import RunConfig
+from coordinator.fleet import FleetSpec
+from coordinator.records import ClientRecord, RoundRecord, summarize
+from coordinator.selection import SelectionInput, make_selection
+from coordinator.store import builder
+from coordinator.store.base import ModelStore
+from coordinator.store.collect import DeviceCollector
+from powertrain.devices.simulated import SimulatedJetson
+from powertrain.errors import InvalidParameterError, PowerfleetError
+from powertrain.jetson_tables import get_space
+from powertrain.optimize import ModeTable
+from powertrain.predictor import PowerTrainPredictor
+from powertrain.profiler import ProfileSettings
+
+log = logging.getLogger("powerfleet.coordinator")
+
+
+class FleetBackend(Protocol):
+    """How the coordinator reaches its nodes (Flower grid, or the analytic engine)."""
+
+    real_training: bool
+
+    def query(self, query: NodeQuery) -> list[NodeInfo]:
+        """Every reachable node's info (available or not)."""
+
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
+              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+        """Results per node; a string is why a node failed; absent nodes did not reply in time."""
+
+
+@dataclass
+class PairPredictor:
+    """The predictor in force for one device type, ready to ship and to use."""
+
+    device_type: str
+    artifact_id: str
+    artifact: bytes
+    version: int
+    table: ModeTable
+
+
+@dataclass
+class Bootstrap:
+    """A device type whose predictor is being built from profiles collected in rounds."""
+
+    plan: builder.BuildPlan
+    collected: list[pd.DataFrame] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """Everything a run produced."""
+
+    config: RunConfig
+    rounds: list[RoundRecord]
+    clients: list[ClientRecord]
+    summary: dict[str, object]
+    predictors: dict[str, dict[str, object]]
+
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+class FleetCoordinator:
+    """Runs ``config.num_server_rounds`` rounds over ``backend`` (see the module docstring)."""
+
+    def __init__(self, config: RunConfig, store: ModelStore, backend: FleetBackend, *,
+                 fleet: FleetSpec | None = None, on_round: RoundCallback | None = None) -> None:
+        self.cfg = config
+        self.store = store
+        self.backend = backend
+        self.fleet = fleet
+        self.on_round = on_round
+        self.selection = make_selection(config.selection)
+        self.rng = np.random.default_rng([config.seed, 4242])
+        self.predictors: dict[str, PairPredictor] = {}
+        self.bootstraps: dict[str, Bootstrap] = {}
+        self.build_notes: dict[str, str] = {}
+        self.build_settings = builder.BuildSettings(k=config.transfer_samples, sampling_seed=config.seed)
+        self.rounds: list[RoundRecord] = []
+        self.clients: list[ClientRecord] = []
+        self.model = new_model(config.seed)
+        self.weights = get_weights(self.model) if backend.real_training else {}
+        self._test = make_dataset(config.seed)[1] if backend.real_training else None
+
+    # ------------------------------------------------------------------ setup
+    def _query(self, rnd: int) -> list[NodeInfo]:
+        specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
+        return self.backend.query(NodeQuery(rnd, self.cfg.workload, self.cfg.seed, specs, self.cfg.dropout_rate))
+
+    def cap_for(self, device_type: str) -> float:
+        """The power cap of a device type."""
+        return self.fleet.cap_for(device_type, self.cfg.power_cap_w) if self.fleet else self.cfg.power_cap_w
+
+    def check_caps(self, infos: list[NodeInfo]) -> None:
+        """Refuse a run whose cap is below a board's idle power (before any round)."""
+        for info in infos:
+            cap = self.cap_for(info.device_type)
+            if info.idle_power_w and cap < info.idle_power_w:
+                raise InvalidParameterError(
+                    f"power-cap-w {cap:g} W is below the idle power of {info.device_type} "
+                    f"(about {info.idle_power_w:.1f} W); no mode can run under it")
+
+    def prepare(self, infos: list[NodeInfo]) -> None:
+        """Load or plan a predictor for every device type present."""
+        for dtype in dict.fromkeys(i.device_type for i in infos):
+            self._ensure(dtype)
+
+    def _ensure(self, dtype: str) -> None:
+        plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
+        if plan.prerequisite:
+            self._build_reference()
+            plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
+        if plan.rule == builder.RULE_HIT:
+            assert plan.hit is not None
+            self._install(dtype, plan.hit.meta.version)
+            self.build_notes[dtype] = f"reused {plan.hit.meta.label} from the store"
+        else:
+            self.bootstraps[dtype] = Bootstrap(plan)
+            src = plan.source.meta.label if plan.source else "-"
+            self.build_notes[dtype] = f"bootstrap: rule {plan.rule} from {src}, {len(plan.modes)} modes to profile"
+            log.info("bootstrapping %s/%s: %s", dtype, self.cfg.workload, self.build_notes[dtype])
+
+    def _build_reference(self) -> None:
+        ref_type, ref_workload = self.build_settings.reference_pair
+        if self.cfg.reference_source != "sim":
+            raise PowerfleetError(
+                f"the store {self.store.url} has no reference predictor ({ref_type}/{ref_workload}) and "
+                "reference-source is 'store'; import one with 'powerfleet store import' or use "
+                "reference-source='sim'")
+        log.info("building the reference %s/%s on a simulated board", ref_type, ref_workload)
+        board = SimulatedJetson(ref_type, unit=0, seed=self.cfg.seed)
+        builder.get_or_build(self.store, ref_type, ref_workload, DeviceCollector([board], ProfileSettings()),
+                             settings=self.build_settings)
+
+    def _install(self, dtype: str, version: int | None = None) -> None:
+        meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
+        stored = self.store.get(dtype, self.cfg.workload, meta.version)
+        modes = get_space(dtype).modes("full")
+        table = ModeTable(modes, PowerTrainPredictor.from_state(stored.state).predict(modes), get_space(dtype).knob_names)
+        self.predictors[dtype] = PairPredictor(dtype, meta.artifact_id, artifact, meta.version, table)
+
+    # ------------------------------------------------------------------ rounds
+    def run(self) -> RunReport:
+        """Run every round and return the report."""
+        infos = self._query(0)
+        if not infos:
+            raise PowerfleetError("no node answered the query; is the fleet running?")
+        self.check_caps(infos)
+        self.prepare(infos)
+        for rnd in range(1, self.cfg.num_server_rounds + 1):
+            record = self.run_round(rnd)
+            if self.on_round is not None:
+                self.on_round(record)
+        return self.report()
+
+    def run_round(self, rnd: int) -> RoundRecord:
+        """One round (see the module docstring)."""
+        started = time.perf_counter()
+        infos = self._query(rnd)
+        available = [i for i in infos if i.available]
+        unavailable = [i for i in infos if not i.available]
+        info_of = {i.node_id: i for i in infos}
+        tables = {d: p.table for d, p in self.predictors.items()}
+        caps = {i.device_type: self.cap_for(i.device_type) for i in infos}
+        boot_nodes = [i for i in available if i.device_type in self.bootstraps]
+        normal = [i for i in available if i.device_type not in self.bootstraps]
+        chosen, skipped = self.selection.select(SelectionInput(
+            normal, tables, caps, self.cfg.deadline_s, self.cfg.local_minibatches, self.cfg.min_minibatches,
+            self.cfg.margin_z, self.cfg.fraction), self.rng)
+        tasks: dict[int, TrainTask] = {}
+        reasons: dict[int, str] = {}
+        for a in chosen:
+            tasks[a.node_id] = self._task(rnd, info_of[a.node_id], a.work, {})
+            reasons[a.node_id] = a.reason
+        for dtype, boot in self.bootstraps.items():
+            nodes = [i for i in boot_nodes if i.device_type == dtype]
+            for j, info in enumerate(nodes):
+                share = boot.plan.modes.iloc[j::len(nodes)]
+                modes = {k: share[k].astype(float).tolist() for k in share.columns}
+                tasks[info.node_id] = self._task(rnd, info, 0, modes)
+                reasons[info.node_id] = f"bootstrap: profiling {len(share)} modes"
+        failed = self._fail_draws(tasks)
+        if failed:
+            tasks = {n: (replace(t, fail=True) if n in failed else t) for n, t in tasks.items()}
+        bootstrap_round = bool(boot_nodes)
+        timeout = self.cfg.round_timeout_s
+        replies = self.backend.train(tasks, self.weights, timeout) if tasks else {}
+        records, updates = self._collect(rnd, tasks, replies, info_of, reasons, bootstrap_round)
+        records += [ClientRecord(rnd, s.node_id, info_of[s.node_id].device_type, info_of[s.node_id].unit,
+                                 "skipped", bootstrap_round, s.reason) for s in skipped]
+        records += [ClientRecord(rnd, i.node_id, i.device_type, i.unit, "dropped", bootstrap_round,
+                                 "unavailable at query") for i in unavailable]
+        self._aggregate(updates)
+        notes = self._learn(rnd, replies)
+        loss, acc = (math.nan, math.nan)
+        if self._test is not None:
+            loss, acc = evaluate(self.model, self._test)
+        record = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss, notes)
+        self.rounds.append(record)
+        self.clients.extend(records)
+        return record
+
+    def _task(self, rnd: int, info: NodeInfo, work: int, profile_modes: dict[str, list[float]]) -> TrainTask:
+        pred = self.predictors.get(info.device_type)
+        send = pred is not None and info.predictor_id != pred.artifact_id
+        return TrainTask(
+            round=rnd, workload=self.cfg.workload, work_minibatches=work, min_minibatches=self.cfg.min_minibatches,
+            deadline_s=self.cfg.deadline_s, power_cap_w=self.cap_for(info.device_type), objective=self.cfg.objective,
+            policy=self.cfg.policy, margin_z=self.cfg.margin_z, seed=self.cfg.seed, lr=self.cfg.lr,
+            predictor_id=pred.artifact_id if pred else "", predictor_bytes=pred.artifact if send and pred else b"",
+            profile_modes=profile_modes, profile_minibatches=self.cfg.profile_minibatches,
+        )
+
+    def _fail_draws(self, tasks: Mapping[int, TrainTask]) -> set[int]:
+        if self.cfg.dropout_rate <= 0:
+            return set()
+        return {n for n in sorted(tasks) if self.rng.random() < self.cfg.dropout_rate}
+
+    def _collect(self, rnd: int, tasks: Mapping[int, TrainTask],
+                 replies: Mapping[int, tuple[TrainResult, dict[str, np.ndarray]] | str],
+                 info_of: Mapping[int, NodeInfo], reasons: Mapping[int, str],
+                 bootstrap_round: bool) -> tuple[list[ClientRecord], list[tuple[int, dict[str, np.ndarray]]]]:
+        records: list[ClientRecord] = []
+        updates: list[tuple[int, dict[str, np.ndarray]]] = []
+        for node_id, task in tasks.items():
+            info = info_of[node_id]
+            boot = bool(task.profile_modes)
+            reply = replies.get(node_id)
+            if reply is None or isinstance(reply, str):
+                why = reply if isinstance(reply, str) else "no reply before the round timeout"
+                records.append(ClientRecord(rnd, node_id, info.device_type, info.unit, "dropped", bootstrap_round,
+                                            why, task.policy, power_cap_w=task.power_cap_w,
+                                            deadline_s=task.deadline_s, work_assigned=task.work_minibatches))
+                continue
+            res, weights = reply
+            on_time = res.deadline_met or boot  # bootstrap rounds wait for the profiles
+            status = "on-time" if res.deadline_met else "late"
+            if on_time and res.examples > 0 and weights:
+                updates.append((res.examples, weights))
+            records.append(ClientRecord(
+                rnd, node_id, res.device_type, res.unit, status, bootstrap_round, reasons.get(node_id, ""),
+                res.policy, ",".join(f"{k}={v:g}" for k, v in res.mode.items()), res.work_assigned,
+                res.work_planned, res.work_done, res.time_s, res.energy_j, res.mean_power_w, res.pred_time_s,
+                res.pred_power_w, res.pred_energy_j, res.true_power_w, task.power_cap_w, task.deadline_s,
+                res.profiling_minibatches, res.choice))
+        return records, updates
+
+    def _aggregate(self, updates: list[tuple[int, dict[str, np.ndarray]]]) -> None:
+        """FedAvg weighted by the examples each node actually trained."""
+        if not updates or not self.backend.real_training:
+            return
+        total = float(sum(n for n, _ in updates))
+        keys = updates[0][1].keys()
+        self.weights = {k: sum(w[k].astype(np.float64) * (n / total) for n, w in updates).astype(np.float32)
+                        for k in keys}
+        set_weights(self.model, self.weights)
+
+    def _learn(self, rnd: int, replies: Mapping[int, tuple[TrainResult, dict[str, np.ndarray]] | str]) -> str:
+        """Finish bootstraps with the round's profiles; refine predictors with its observations."""
+        notes: list[str] = []
+        by_type: dict[str, list[pd.DataFrame]] = {}
+        for reply in replies.values():
+            if isinstance(reply, str) or not len(reply[0].samples):
+                continue
+            by_type.setdefault(reply[0].device_type, []).append(reply[0].samples)
+        for dtype, frames in by_type.items():
+            samples = pd.concat(frames, ignore_index=True)
+            if dtype in self.bootstraps:
+                got = samples[samples["source"] == "profile"]
+                boot = self.bootstraps[dtype]
+                if len(got):
+                    boot.collected.append(got)
+                have = pd.concat(boot.collected, ignore_index=True) if boot.collected else got
+                if len(have) >= max(3, len(boot.plan.modes) // 2):
+                    result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
+                    self._install(dtype, result.meta.version)
+                    del self.bootstraps[dtype]
+                    notes.append(f"{dtype}: built {result.meta.label} ({result.rule}) from {len(have)} modes")
+                continue
+            observed = samples[samples["source"] == "round"]
+            if len(observed) and dtype in self.predictors:
+                knobs = list(get_space(dtype).knob_names)
+                res = builder.refine(self.store, dtype, self.cfg.workload,
+                                     observed.loc[:, [*knobs, "time_ms", "power_w"]],
+                                     threshold_pct=self.cfg.refine_threshold_pct, settings=self.build_settings)
+                if res.refined:
+                    self._install(dtype, res.meta.version)
+                    notes.append(f"{dtype}: refined to {res.meta.label} (rolling error {res.error_pct:.1f}%)")
+        return "; ".join(notes)
+
+    def _round_record(self, rnd: int, bootstrap: bool, records: list[ClientRecord], wall_s: float,
+                      acc: float, loss: float, notes: str) -> RoundRecord:
+        replied = [c for c in records if c.status in ("on-time", "late")]
+        energy = float(sum(c.energy_j for c in replied))
+        busy = float(sum(c.time_s for c in replied))
+        duration = max((c.time_s for c in replied), default=0.0)
+        if not bootstrap:
+            duration = min(duration, self.cfg.deadline_s)
+        by_type_e: dict[str, float] = {}
+        by_type_d: dict[str, float] = {}
+        for c in replied:
+            by_type_e[c.device_type] = by_type_e.get(c.device_type, 0.0) + c.energy_j
+            by_type_d[c.device_type] = max(by_type_d.get(c.device_type, 0.0), c.time_s)
+        versions = ",".join(f"{d}=v{p.version}" for d, p in sorted(self.predictors.items()))
+        return RoundRecord(
+            round=rnd, bootstrap=bootstrap, selected=sum(c.status != "skipped" for c in records),
+            completed=sum(c.status == "on-time" or (bootstrap and c.status == "late") for c in records),
+            late=sum(c.status == "late" for c in records), dropped=sum(c.status == "dropped" for c in records),
+            skipped=sum(c.status == "skipped" for c in records), energy_j=energy,
+            mean_power_w=energy / busy if busy > 0 else math.nan, duration_s=duration, wall_s=wall_s,
+            accuracy=acc, loss=loss, profiling_minibatches=sum(c.profiling_minibatches for c in records),
+            predictor_versions=versions, energy_by_type_j=by_type_e, duration_by_type_s=by_type_d, notes=notes,
+        )
+
+    def report(self) -> RunReport:
+        """The run's records and summary."""
+        predictors = {d: {"version": p.version, "artifact_id": p.artifact_id, "how": self.build_notes.get(d, "")}
+                      for d, p in self.predictors.items()}
+        return RunReport(self.cfg, self.rounds, self.clients, summarize(self.cfg.policy, self.rounds, self.clients),
+                         predictors)
