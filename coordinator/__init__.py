@@ -1,0 +1,1 @@
+"""The powerfleet coordinator: the predictor store, and (later) the Flower server app."""
