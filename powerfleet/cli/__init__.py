@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import profiling
+from powerfleet.cli import profiling, store
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 profiling.register(app)
+store.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
