@@ -49,7 +49,6 @@ from coordinator.store.errors import (
 from powertrain.errors import InvalidParameterError, UnknownNameError, check_range
 from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor, PredictorState
-from powertrain.profiler import ProfileSettings
 from powertrain.sampling import sample_modes
 from powertrain.space import ModeSpace
 from powertrain.workloads import REFERENCE_WORKLOAD
@@ -71,9 +70,8 @@ TRANSFER_PARAMS = ("transfer_steps", "finetune_lr", "finetune_anchor", "scratch_
 class BuildSettings:
     """How new predictors are built."""
 
-    k: int = 50  # profiled modes per transferred pair
-    sampling_seed: int = 0
-    profile: ProfileSettings = field(default_factory=ProfileSettings)
+    k: int = 50  # profiled modes per transferred pair (how each is measured: the collector's
+    sampling_seed: int = 0  # ProfileSettings, e.g. DeviceCollector(devices, settings))
     #: PowerTrainPredictor(**predictor_params) fits the reference; keys in TRANSFER_PARAMS
     #: also override the source's settings when transferring
     predictor_params: Mapping[str, Any] = field(default_factory=dict)

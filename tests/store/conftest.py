@@ -31,7 +31,7 @@ from powertrain.sampling import sample_modes
 TINY_PARAMS: dict[str, Any] = {"fit_steps": 60, "members": 2, "hidden": (16, 8), "transfer_steps": 30,
                                "cv_folds": 3}
 FAST_PROFILE = ProfileSettings(minibatches=5, warmup_minibatches=1, warmup_s=0)
-TINY_BUILD = BuildSettings(k=12, profile=FAST_PROFILE, reference_k=100, predictor_params=TINY_PARAMS,
+TINY_BUILD = BuildSettings(k=12, reference_k=100, predictor_params=TINY_PARAMS,
                            poll_s=0.02)
 
 

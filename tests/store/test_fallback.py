@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,20 @@ def test_write_back_survives_a_restart_of_the_coordinator(private_redis: Private
     assert reopened.get(*REF).meta.artifact_id == meta.artifact_id  # the probe writes back first
     assert not reopened.degraded and reopened.primary.meta(*REF).artifact_id == meta.artifact_id
     reopened.close()
+
+
+def test_short_outage_is_absorbed_by_retries(private_redis: PrivateRedis, ref_state: PredictorState) -> None:
+    patient = RedisModelStore(private_redis.url, retries=6, connect_timeout_s=0.5)  # ~1.5 s of backoff
+    impatient = RedisModelStore(private_redis.url, retries=0, connect_timeout_s=0.5)
+    patient.ping()
+    impatient.ping()
+    private_redis.kill()
+    with pytest.raises(StoreUnavailableError):
+        impatient.put(ref_state)
+    restart = threading.Timer(0.2, private_redis.start)
+    restart.start()
+    try:
+        meta = patient.put(ref_state)  # fails, backs off, succeeds once the server is back
+    finally:
+        restart.join()  # so the fixture stops the restarted server whatever happened
+    assert meta.version == 1 and patient.meta(*REF).artifact_id == meta.artifact_id

@@ -88,3 +88,4 @@ def test_injected_client_and_bad_urls(redis_url: str) -> None:
     with pytest.raises(InvalidParameterError):
         RedisModelStore(redis_url, namespace="bad namespace:")
     assert redact_url("rediss://me:s3cret@h:6380/2") == "rediss://me:***@h:6380/2"
+
