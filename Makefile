@@ -37,3 +37,7 @@ clean:
 ## Regenerate the committed protobuf code from proto/v1/*.proto.
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/v1/powerfleet.proto
+
+## Fail if the committed protobuf code differs from what `make protos` generates.
+check-protos: $(STAMP)
+	$(BIN)/python -m pytest -q tests/store/test_proto_stale.py

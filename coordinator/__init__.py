@@ -1,0 +1,1 @@
+"""The powerfleet coordinator: the predictor store, round protocol, Flower ServerApp and engines."""

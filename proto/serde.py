@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from proto.v1 import powerfleet_pb2 as pb
 
 MAGIC = "powerfleet.predictor"
 FORMAT_VERSION = 1
+BUNDLE_MAGIC = "powerfleet.bundle"
+BUNDLE_FORMAT_VERSION = 1
 #: Artifacts above this size are refused on load and on put (a paper-sized predictor is ~1 MB).
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 _DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
@@ -205,6 +208,46 @@ def decode_payload(data: bytes, what: str = "artifact") -> pb.PredictorPayload:
     return payload
 
 
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """What a store records about an artifact, read from its verified payload (no tensors)."""
+
+    artifact_id: str
+    device_type: str
+    workload: str
+    kind: str
+    parent_id: str
+    n_samples: int
+    created_at: float
+    size_bytes: int
+
+
+def _inspect(data: bytes, what: str) -> tuple[ArtifactInfo, pb.PredictorPayload]:
+    msg = _open_artifact(data, what)
+    payload = pb.PredictorPayload()
+    try:
+        payload.ParseFromString(msg.payload)
+    except DecodeError:
+        raise ArtifactError(f"{what}: payload does not decode") from None
+    info = ArtifactInfo(
+        artifact_id=msg.digest, device_type=payload.device_type, workload=payload.workload,
+        kind=_MADE_BY_NAME.get(payload.made_by, "reference"), parent_id=payload.parent_id,
+        n_samples=int(payload.n_samples), created_at=float(payload.created_at), size_bytes=len(data),
+    )
+    return info, payload
+
+
+def inspect_predictor(data: bytes, what: str = "artifact") -> ArtifactInfo:
+    """Verify artifact bytes (magic, format, digest) and return their metadata."""
+    return _inspect(data, what)[0]
+
+
+def load_predictor(data: bytes, what: str = "artifact") -> tuple[ArtifactInfo, PredictorState]:
+    """Verify and decode artifact bytes in one pass: metadata and the predictor state."""
+    info, payload = _inspect(data, what)
+    return info, state_from_payload(payload, what)
+
+
 def save_model(path: str | Path, state: PredictorState, space: ModeSpace | None = None) -> str:
     """Write a ``.model`` file atomically; returns its artifact id."""
     data = encode_predictor(state, space)
@@ -273,3 +316,95 @@ def profile_to_frame(msg: pb.Profile, time_col: str = "time_ms", power_col: str 
              "device_unit": s.device_unit, "timestamp": s.timestamp, "source": s.source}
             for s in msg.samples]
     return pd.DataFrame(rows, columns=[*knobs, time_col, power_col, "device_unit", "timestamp", "source"])
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """Metadata of a verified Profile value."""
+
+    device_type: str
+    workload: str
+    knobs: tuple[str, ...]
+    n_samples: int
+    digest: str
+
+
+def encode_profile_frame(frame: pd.DataFrame, *, device_type: str, workload: str, knobs: Sequence[str],
+                         source: str = "profile", timestamp: float | None = None) -> bytes:
+    """Profile rows (knobs, time_ms, power_w, optional device_unit/timestamp/source) as Profile bytes."""
+    return encode_profile(profile_to_proto(frame, device_type=device_type, workload=workload, knobs=knobs,
+                                           source=source, timestamp=timestamp))
+
+
+def inspect_profile(data: bytes, what: str = "profile") -> ProfileInfo:
+    """Verify Profile bytes and return their metadata."""
+    msg = decode_profile(data, what)
+    return ProfileInfo(msg.device_type, msg.workload, tuple(msg.knobs), len(msg.samples), msg.digest)
+
+
+def decode_profile_frame(data: bytes, what: str = "profile") -> pd.DataFrame:
+    """Verify Profile bytes and return them as a profile frame."""
+    return profile_to_frame(decode_profile(data, what))
+
+
+# ---------------------------------------------------------------- export bundles
+@dataclass(frozen=True)
+class BundleEntry:
+    """One stored version in an export bundle."""
+
+    artifact: bytes
+    version: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stored_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Artifacts and profiles moved between stores as one file."""
+
+    entries: tuple[BundleEntry, ...]
+    profiles: tuple[bytes, ...] = ()  # encoded Profile values
+    created_at: float = 0.0
+    source: str = ""
+
+
+def encode_bundle(bundle: Bundle) -> bytes:
+    """Serialize a bundle; every artifact and profile is verified first, so no bad value leaves."""
+    msg = pb.ExportBundle(magic=BUNDLE_MAGIC, format_version=BUNDLE_FORMAT_VERSION,
+                          created_at=bundle.created_at or time.time(), source=bundle.source)
+    for i, e in enumerate(bundle.entries):
+        artifact_id(e.artifact, f"bundle artifact {i}")
+        msg.artifacts.append(pb.StoredArtifact(artifact=e.artifact, version=e.version,
+                                               labels=dict(e.labels), stored_at=e.stored_at))
+    for i, p in enumerate(bundle.profiles):
+        msg.profiles.append(decode_profile(p, f"bundle profile {i}"))
+    msg.digest = digest_of(msg.SerializeToString(deterministic=True))
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_bundle(data: bytes, what: str = "bundle") -> Bundle:
+    """Verify a bundle (magic, format, bundle digest, then every artifact and profile) and decode it."""
+    msg = pb.ExportBundle()
+    try:
+        msg.ParseFromString(bytes(data))
+    except DecodeError:
+        raise ArtifactError(f"{what}: not a powerfleet bundle (undecodable; truncated?)") from None
+    if msg.magic != BUNDLE_MAGIC:
+        raise ArtifactError(f"{what}: not a powerfleet bundle (magic {msg.magic[:40]!r})")
+    if msg.format_version != BUNDLE_FORMAT_VERSION:
+        raise ArtifactError(f"{what}: bundle format {msg.format_version} is not supported "
+                            f"(this build reads {BUNDLE_FORMAT_VERSION})")
+    stored = msg.digest
+    msg.digest = ""
+    if digest_of(msg.SerializeToString(deterministic=True)) != stored:
+        raise ArtifactError(f"{what}: bundle digest mismatch: corrupt or tampered")
+    entries = []
+    for i, a in enumerate(msg.artifacts):
+        artifact_id(a.artifact, f"{what}: artifact {i}")
+        entries.append(BundleEntry(bytes(a.artifact), int(a.version), dict(a.labels), float(a.stored_at)))
+    profiles = []
+    for i, p in enumerate(msg.profiles):
+        raw = encode_profile(p)
+        decode_profile(raw, f"{what}: profile {i}")
+        profiles.append(raw)
+    return Bundle(tuple(entries), tuple(profiles), float(msg.created_at), msg.source)

@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import device, predictor, profiling
+from powerfleet.cli import device, predictor, profiling, store
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 profiling.register(app)
 predictor.register(app)
+store.register(app)
 device.register(app)
 
 

@@ -172,3 +172,40 @@ class Profile(_message.Message):
     samples: _containers.RepeatedCompositeFieldContainer[ProfileSample]
     digest: str
     def __init__(self, device_type: _Optional[str] = ..., workload: _Optional[str] = ..., knobs: _Optional[_Iterable[str]] = ..., samples: _Optional[_Iterable[_Union[ProfileSample, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class StoredArtifact(_message.Message):
+    __slots__ = ("artifact", "version", "labels", "stored_at")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    artifact: bytes
+    version: int
+    labels: _containers.ScalarMap[str, str]
+    stored_at: float
+    def __init__(self, artifact: _Optional[bytes] = ..., version: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stored_at: _Optional[float] = ...) -> None: ...
+
+class ExportBundle(_message.Message):
+    __slots__ = ("magic", "format_version", "artifacts", "profiles", "created_at", "source", "digest")
+    MAGIC_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    magic: str
+    format_version: int
+    artifacts: _containers.RepeatedCompositeFieldContainer[StoredArtifact]
+    profiles: _containers.RepeatedCompositeFieldContainer[Profile]
+    created_at: float
+    source: str
+    digest: str
+    def __init__(self, magic: _Optional[str] = ..., format_version: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[StoredArtifact, _Mapping]]] = ..., profiles: _Optional[_Iterable[_Union[Profile, _Mapping]]] = ..., created_at: _Optional[float] = ..., source: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
