@@ -13,7 +13,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from client import protocol
-from client.runtime import NodeFailure, NodeRuntime, predictor_table
+from client.runtime import NodeFailureError, NodeRuntime, predictor_table
 from powertrain.devices import make_device
 from powertrain.errors import DeviceError
 
@@ -32,8 +32,14 @@ def _runtime(context: Context) -> NodeRuntime:
     saved = context.state.config_records.get(_DEVICE)
     if saved is not None:
         device.restore({k: v for k, v in saved.items() if isinstance(v, bool | int | float | str)})
-    return NodeRuntime(device, partition_id=int(node["partition-id"]),
-                       num_partitions=int(node["num-partitions"]), device_spec=str(node["spec"]))
+    return NodeRuntime(device, partition_id=_int(node["partition-id"]),
+                       num_partitions=_int(node["num-partitions"]), device_spec=str(node["spec"]))
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool | int | float | str):
+        return int(value)
+    raise DeviceError(f"node state field {value!r} is not an integer")
 
 
 @app.query()
@@ -41,15 +47,18 @@ def query(msg: Message, context: Context) -> Message:
     """Report device type, unit, held predictor version and availability."""
     q = protocol.query_from_records(msg.content)
     cfg = context.node_config
-    partition = int(cfg.get("partition-id", 0))
+    partition = _int(cfg.get("partition-id", 0))
     spec = str(cfg["device"]) if "device" in cfg else (q.fleet[partition] if partition < len(q.fleet) else "")
     if not spec:
         raise DeviceError(f"node {context.node_id} has no device: set node_config device=... or run it in a "
                           "simulated fleet")
     context.state[_NODE] = ConfigRecord({
         "spec": spec, "partition-id": partition,
-        "num-partitions": int(cfg.get("num-partitions", max(len(q.fleet), 1)))})
+        "num-partitions": _int(cfg.get("num-partitions", max(len(q.fleet), 1)))})
     node = _runtime(context)
+    if _DEVICE not in context.state.config_records:  # first contact: warm up once
+        node.warm_up(q.workload)
+        context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
     held = context.state.config_records.get(_PREDICTOR)
     info = node.info(context.node_id, str(held["id"]) if held else "", True)
     return Message(protocol.info_to_records(info), reply_to=msg)
@@ -71,7 +80,7 @@ def train(msg: Message, context: Context) -> Message:
             pid, table = predictor_table(artifact, node.device)
     try:
         result, new_weights = node.train(context.node_id, task, weights, table, pid)
-    except NodeFailure:
+    except NodeFailureError:
         context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
         raise
     context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))

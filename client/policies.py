@@ -24,6 +24,9 @@ from powertrain.predictor.model import Prediction
 from powertrain.space import Mode
 
 POLICIES = ("powertrain", "maxn", "preset", "random", "oracle")
+#: Minibatch-times reserved for the transient after a mode switch (clocks and power settle,
+#: caches refill): the predictor models the steady state only.
+TRANSIENT_MINIBATCHES = 2
 #: The oracle knows the steady-state truth and the measurement noise (1 sigma), not the draw.
 ORACLE_TIME_SIGMA = 0.02
 ORACLE_POWER_SIGMA = 0.012
@@ -53,12 +56,13 @@ def plan(policy: str, device: Device, *, work: int, deadline_s: float, power_cap
         if table is None:
             raise InvalidParameterError("policy powertrain needs a predictor; none was delivered to this node")
         res = table.choose(power_cap_w=power_cap_w, deadline_ms=deadline_s * 1000.0, objective=objective,
-                           margin_z=margin_z, minibatches=work)
+                           margin_z=margin_z, minibatches=work + TRANSIENT_MINIBATCHES)
         if isinstance(res, Choice):
             return Plan(dict(res.mode), work, res.time_ms, res.power_w, "feasible")
         assert res.closest is not None
         c = res.closest
-        fit = max(1, min(work, math.floor(deadline_s * 1000.0 / max(c.time_ms_upper, 1e-9))))
+        fit = math.floor(deadline_s * 1000.0 / max(c.time_ms_upper, 1e-9)) - TRANSIENT_MINIBATCHES
+        fit = max(1, min(work, fit))
         return Plan(dict(c.mode), fit, c.time_ms, c.power_w, f"trimmed ({res.violated}): {res.reason}")
     prediction = _predict_one(table)
     if policy == "maxn":

@@ -122,8 +122,8 @@ def query_to_records(q: NodeQuery) -> RecordDict:
 def query_from_records(rd: RecordDict) -> NodeQuery:
     """Decode a query."""
     c = _config(rd, "config")
-    return NodeQuery(int(c["round"]), str(c["workload"]), int(c["seed"]),
-                     tuple(json.loads(str(c["fleet"]))), float(c["dropout-rate"]))
+    return NodeQuery(_i(c["round"]), str(c["workload"]), _i(c["seed"]),
+                     tuple(json.loads(str(c["fleet"]))), _f(c["dropout-rate"]))
 
 
 def info_to_records(info: NodeInfo) -> RecordDict:
@@ -137,9 +137,9 @@ def info_to_records(info: NodeInfo) -> RecordDict:
 def info_from_records(rd: RecordDict, node_id: int) -> NodeInfo:
     """Decode a node's answer (``node_id`` from the message metadata wins)."""
     c = _config(rd, "info")
-    return NodeInfo(node_id, str(c["device-type"]), int(c["unit"]), str(c["device-spec"]),
-                    int(c["partition-id"]), str(c["predictor-id"]), bool(c["available"]),
-                    float(c["idle-power-w"]))
+    return NodeInfo(node_id, str(c["device-type"]), _i(c["unit"]), str(c["device-spec"]),
+                    _i(c["partition-id"]), str(c["predictor-id"]), bool(c["available"]),
+                    _f(c["idle-power-w"]))
 
 
 def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> RecordDict:
@@ -168,12 +168,12 @@ def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]
             raise DataFormatError("train task: predictor artifact is not bytes")
         artifact = raw
     task = TrainTask(
-        round=int(c["round"]), workload=str(c["workload"]), work_minibatches=int(c["work-minibatches"]),
-        min_minibatches=int(c["min-minibatches"]), deadline_s=float(c["deadline-s"]),
-        power_cap_w=float(c["power-cap-w"]), objective=str(c["objective"]), policy=str(c["policy"]),
-        margin_z=float(c["margin-z"]), seed=int(c["seed"]), lr=float(c["lr"]),
+        round=_i(c["round"]), workload=str(c["workload"]), work_minibatches=_i(c["work-minibatches"]),
+        min_minibatches=_i(c["min-minibatches"]), deadline_s=_f(c["deadline-s"]),
+        power_cap_w=_f(c["power-cap-w"]), objective=str(c["objective"]), policy=str(c["policy"]),
+        margin_z=_f(c["margin-z"]), seed=_i(c["seed"]), lr=_f(c["lr"]),
         predictor_id=str(c["predictor-id"]), predictor_bytes=artifact,
-        profile_modes=json.loads(str(c["profile-modes"])), profile_minibatches=int(c["profile-minibatches"]),
+        profile_modes=json.loads(str(c["profile-modes"])), profile_minibatches=_i(c["profile-minibatches"]),
         fail=bool(c["fail"]),
     )
     arrays = rd.array_records["arrays"]
@@ -195,21 +195,33 @@ def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict
     """Decode a node's result (JSON and numbers only; nothing is unpickled)."""
     m = rd.metric_records["metrics"]
     meta = _config(rd, "meta")
-    samples = pd.read_json(io.StringIO(str(meta["samples"])), orient="split")
+    samples = pd.read_json(io.StringIO(str(meta["samples"])), orient="split", dtype=False)
     res = TrainResult(
-        node_id=node_id, device_type=str(meta["device-type"]), unit=int(meta["unit"]),
+        node_id=node_id, device_type=str(meta["device-type"]), unit=_i(meta["unit"]),
         policy=str(meta["policy"]), mode=json.loads(str(meta["mode"])),
-        work_assigned=int(m["work_assigned"]), work_planned=int(m["work_planned"]),
-        work_done=int(m["work_done"]), examples=int(m["examples"]), time_s=float(m["time_s"]),
-        energy_j=float(m["energy_j"]), mean_power_w=float(m["mean_power_w"]),
-        pred_time_s=float(m["pred_time_s"]), pred_power_w=float(m["pred_power_w"]),
-        pred_energy_j=float(m["pred_energy_j"]), true_power_w=float(m["true_power_w"]),
-        deadline_met=bool(m["deadline_met"]), train_loss=float(m["train_loss"]),
-        profiling_minibatches=int(m["profiling_minibatches"]), choice=str(meta["choice"]),
+        work_assigned=_i(m["work_assigned"]), work_planned=_i(m["work_planned"]),
+        work_done=_i(m["work_done"]), examples=_i(m["examples"]), time_s=_f(m["time_s"]),
+        energy_j=_f(m["energy_j"]), mean_power_w=_f(m["mean_power_w"]),
+        pred_time_s=_f(m["pred_time_s"]), pred_power_w=_f(m["pred_power_w"]),
+        pred_energy_j=_f(m["pred_energy_j"]), true_power_w=_f(m["true_power_w"]),
+        deadline_met=bool(m["deadline_met"]), train_loss=_f(m["train_loss"]),
+        profiling_minibatches=_i(m["profiling_minibatches"]), choice=str(meta["choice"]),
         samples=samples, predictor_id=str(meta["predictor-id"]),
     )
     arrays = rd.array_records["arrays"]
     return res, {k: arrays[k].numpy() for k in arrays}
+
+
+def _f(value: object) -> float:
+    if isinstance(value, bool | int | float):
+        return float(value)
+    raise DataFormatError(f"message field {value!r} is not a number")
+
+
+def _i(value: object) -> int:
+    if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    raise DataFormatError(f"message field {value!r} is not an integer")
 
 
 def _arrays(weights: Mapping[str, np.ndarray]) -> ArrayRecord:

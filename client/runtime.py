@@ -29,9 +29,11 @@ _TABLES: OrderedDict[tuple[str, str, str], ModeTable] = OrderedDict()
 _TABLE_CACHE_SIZE = 8
 #: minibatches at the start of the round's window kept out of the observed sample (warm-up)
 OBSERVE_WARMUP = 3
+#: minibatches a node runs once when it joins, before its first round
+JOIN_WARMUP_MINIBATCHES = 10
 
 
-class NodeFailure(PowerfleetError):
+class NodeFailureError(PowerfleetError):
     """A simulated node crash (dropout) in the middle of a round."""
 
 
@@ -57,6 +59,11 @@ class NodeRuntime:
         self.partition_id = partition_id
         self.num_partitions = num_partitions
         self.device_spec = device_spec
+
+    def warm_up(self, workload: str, minibatches: int = JOIN_WARMUP_MINIBATCHES) -> None:
+        """Run a few untimed minibatches once when the node joins (framework start-up: cuDNN
+        autotuning, allocator growth), so the first round is not charged for them."""
+        self.device.run(workload, minibatches)
 
     def info(self, node_id: int, predictor_id: str, available: bool) -> NodeInfo:
         """The node's answer to a query."""
@@ -88,31 +95,33 @@ class NodeRuntime:
             samples.append(run.frame.assign(source="profile", device_unit=dev.unit))
         rng = np.random.default_rng([task.seed, task.round, self.partition_id, 99])
         remaining_s = max(task.deadline_s - (dev.now_s() - start_s), 1e-3)
-        decision = policies.plan(task.policy, dev, work=task.work_minibatches, deadline_s=remaining_s,
-                                 power_cap_w=task.power_cap_w, objective=task.objective,
-                                 margin_z=task.margin_z, table=table, rng=rng, workload=task.workload)
-        if decision.preset is not None:
-            mode = dev.apply_preset(decision.preset)
-        else:
-            mode = dev.apply_mode(decision.mode)
+        mode = dev.current_mode()
+        decision = policies.Plan(mode, 0, 0.0, 0.0, "profiling only")
+        window = None
+        if task.work_minibatches > 0:
+            decision = policies.plan(task.policy, dev, work=task.work_minibatches, deadline_s=remaining_s,
+                                     power_cap_w=task.power_cap_w, objective=task.objective,
+                                     margin_z=task.margin_z, table=table, rng=rng, workload=task.workload)
+            mode = dev.apply_preset(decision.preset) if decision.preset else dev.apply_mode(decision.mode)
         work = decision.work
         if task.fail:  # a dropout: the node dies halfway through its work and never replies
             dev.run(task.workload, max(1, work // 2), step)
-            raise NodeFailure(f"node {node_id} dropped out in round {task.round} (simulated)")
-        warm = min(OBSERVE_WARMUP, max(work - 3, 0))
-        if warm:
-            dev.run(task.workload, warm, step)
-        window = dev.run(task.workload, work - warm, step)
-        if window.n_minibatches >= 3:
-            samples.append(pd.DataFrame([{**mode, "time_ms": window.mean_time_ms,
-                                          "power_w": window.mean_power_w, "device": dev.device_type,
-                                          "workload": task.workload, "source": "round",
-                                          "device_unit": dev.unit}]))
+            raise NodeFailureError(f"node {node_id} dropped out in round {task.round} (simulated)")
+        if work > 0:
+            warm = min(OBSERVE_WARMUP, max(work - 3, 0))
+            if warm:
+                dev.run(task.workload, warm, step)
+            window = dev.run(task.workload, work - warm, step)
+            if window.n_minibatches >= 3:
+                samples.append(pd.DataFrame([{**mode, "time_ms": window.mean_time_ms,
+                                              "power_w": window.mean_power_w, "device": dev.device_type,
+                                              "workload": task.workload, "source": "round",
+                                              "device_unit": dev.unit}]))
         elapsed = dev.now_s() - start_s
         energy = dev.energy_j() - start_e
-        true_power = window.mean_power_w
+        true_power = window.mean_power_w if window is not None else (energy / elapsed if elapsed > 0 else 0.0)
         truth_fn = getattr(dev, "true_performance", None)
-        if truth_fn is not None:  # judge the cap on the simulator's ground truth
+        if truth_fn is not None and work > 0:  # judge the cap on the simulator's ground truth
             tpc = None
             if decision.preset is not None:
                 preset = dev.space.preset(decision.preset)

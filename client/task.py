@@ -21,6 +21,8 @@ from torch import nn
 IMAGE_PX = 16
 CLASSES = 10
 BATCH_SIZE = 16
+PIXEL_MEAN = 0.26  # of make_dataset images (measured on seed 0: mean 0.257, std 0.321)
+PIXEL_STD = 0.32
 
 # 5x7 bitmap font of the digits 0-9 (rows top to bottom, '#' = ink).
 _FONT = {
@@ -79,7 +81,8 @@ def _render(digit: int, rng: np.random.Generator) -> np.ndarray:
             if 0 <= r < IMAGE_PX and 0 <= c < IMAGE_PX:
                 img[r, c] = rng.uniform(0.5, 1.0)
     img = img * rng.uniform(0.6, 1.0) + rng.normal(0.0, 0.12, size=img.shape)
-    return np.clip(img, 0.0, 1.0)
+    out: np.ndarray = np.clip(img, 0.0, 1.0)
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -105,8 +108,8 @@ def partition(labels: np.ndarray, num_partitions: int, alpha: float, seed: int) 
         for p, chunk in enumerate(np.split(idx, cuts)):
             parts[p].extend(chunk.tolist())
     out = []
-    for p in parts:
-        arr = np.array(sorted(p), dtype=np.int64)
+    for members in parts:
+        arr = np.array(sorted(members), dtype=np.int64)
         if arr.size < BATCH_SIZE:  # every node needs at least one minibatch
             arr = np.concatenate([arr, rng.choice(len(labels), BATCH_SIZE - arr.size, replace=False)])
         out.append(arr)
@@ -131,8 +134,9 @@ class Net(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 48), nn.ReLU(), nn.Linear(48, CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits."""
-        out: torch.Tensor = self.head(self.features(x))
+        """Class logits (inputs standardised with the data set's pixel mean and spread, which
+        lets federated averaging leave the chance-level plateau within a couple of rounds)."""
+        out: torch.Tensor = self.head(self.features((x - PIXEL_MEAN) / PIXEL_STD))
         return out
 
 
@@ -168,7 +172,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad()
         loss = self.loss_fn(self.model(x), y)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         self.optimizer.step()
         self.losses.append(float(loss.detach()))
         self.examples += int(y.numel())

@@ -11,7 +11,7 @@ choice, so that choice is made once per group; the ``oracle`` uses the nominal u
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,10 @@ class AnalyticBackend:
                 profiling[node_id] = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
             key = (node.device_type, task.policy, task.work_minibatches, task.power_cap_w, task.deadline_s,
                    task.objective, task.margin_z, node.predictor_id)
+            if task.work_minibatches == 0:  # bootstrap: profiling only
+                plans[node_id] = policies.Plan(self.templates[node.device_type].space.max_mode(), 0, 0.0, 0.0,
+                                               "profiling only")
+                continue
             if task.policy == "random" or key not in group_plan:
                 rng = np.random.default_rng([task.seed, task.round, node_id])
                 group_plan[key] = policies.plan(
@@ -154,11 +158,13 @@ class AnalyticBackend:
             )
             out[node_id] = (res, {})
         if observed:  # the round's observations ride on one result of the type
-            first = next(n for n in node_ids if not isinstance(out[n], str))
-            res0, w0 = out[first]  # type: ignore[misc]
+            first = node_ids[0]
+            reply = out[first]
+            assert not isinstance(reply, str)
+            res0, w0 = reply
             extra = pd.DataFrame(observed)
             merged = pd.concat([res0.samples, extra], ignore_index=True) if len(res0.samples) else extra
-            out[first] = (TrainResult(**{**res0.__dict__, "samples": merged}), w0)
+            out[first] = (replace(res0, samples=merged), w0)
 
     @staticmethod
     def _tpc(template: SimulatedJetson, plan: policies.Plan) -> float:

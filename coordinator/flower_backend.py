@@ -64,6 +64,6 @@ class FlowerBackend:
         return out
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: str | None) -> str:
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "error"

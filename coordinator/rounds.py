@@ -113,7 +113,9 @@ class FleetCoordinator:
     # ------------------------------------------------------------------ setup
     def _query(self, rnd: int) -> list[NodeInfo]:
         specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
-        return self.backend.query(NodeQuery(rnd, self.cfg.workload, self.cfg.seed, specs, self.cfg.dropout_rate))
+        infos = self.backend.query(NodeQuery(rnd, self.cfg.workload, self.cfg.seed, specs, self.cfg.dropout_rate))
+        # Flower's node ids are random: order by what the nodes are, so runs repeat for a seed
+        return sorted(infos, key=lambda i: (i.device_type, i.unit, i.partition_id, i.node_id))
 
     def cap_for(self, device_type: str) -> float:
         """The power cap of a device type."""
@@ -135,7 +137,8 @@ class FleetCoordinator:
 
     def _ensure(self, dtype: str) -> None:
         plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
-        if plan.prerequisite:
+        if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
+            # The reference is profiled once, on a full grid - not inside FL rounds.
             self._build_reference()
             plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
         if plan.rule == builder.RULE_HIT:
@@ -163,8 +166,9 @@ class FleetCoordinator:
     def _install(self, dtype: str, version: int | None = None) -> None:
         meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
         stored = self.store.get(dtype, self.cfg.workload, meta.version)
-        modes = get_space(dtype).modes("full")
-        table = ModeTable(modes, PowerTrainPredictor.from_state(stored.state).predict(modes), get_space(dtype).knob_names)
+        space = get_space(dtype)
+        modes = space.modes("full")
+        table = ModeTable(modes, PowerTrainPredictor.from_state(stored.state).predict(modes), space.knob_names)
         self.predictors[dtype] = PairPredictor(dtype, meta.artifact_id, artifact, meta.version, table)
 
     # ------------------------------------------------------------------ rounds
@@ -279,8 +283,8 @@ class FleetCoordinator:
             return
         total = float(sum(n for n, _ in updates))
         keys = updates[0][1].keys()
-        self.weights = {k: sum(w[k].astype(np.float64) * (n / total) for n, w in updates).astype(np.float32)
-                        for k in keys}
+        self.weights = {k: np.sum([w[k].astype(np.float64) * (n / total) for n, w in updates], axis=0)
+                        .astype(np.float32) for k in keys}
         set_weights(self.model, self.weights)
 
     def _learn(self, rnd: int, replies: Mapping[int, tuple[TrainResult, dict[str, np.ndarray]] | str]) -> str:

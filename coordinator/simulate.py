@@ -67,6 +67,7 @@ def _run_flower(cfg: RunConfig, fleet: FleetSpec, on_round: RoundCallback | None
     holder: list[RunReport] = []
     server_app = make_server_app(cfg, fleet, on_round, holder.append)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     for name in ("flwr", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
     backend_config = {

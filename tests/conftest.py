@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.procs import Procs, alive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +37,13 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
 def python_exe() -> str:
     """The interpreter running the tests (the project venv)."""
     return sys.executable
+
+
+@pytest.fixture()
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    manager = Procs(tmp_path)
+    try:
+        yield manager
+    finally:
+        pids = manager.stop_all()
+        assert not [p for p in pids if alive(p)], "processes left running"

@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import device, predictor, profiling, store
+from powerfleet.cli import device, fleet, predictor, profiling, store
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ profiling.register(app)
 predictor.register(app)
 store.register(app)
 device.register(app)
+fleet.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

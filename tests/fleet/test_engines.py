@@ -1,0 +1,131 @@
+"""End to end: the analytic engine, a 3-node Flower simulation, and dropouts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from client.task import evaluate, make_dataset, new_model
+from coordinator.config import RunConfig
+from coordinator.fleet import FleetSpec
+from coordinator.report import SUMMARY_KEYS
+from coordinator.simulate import simulate
+from coordinator.store import open_store
+from tests.fleet.conftest import FAST
+
+MIXED = [{"device": "sim:orin-agx", "count": 2, "first_unit": 10},
+         {"device": "sim:xavier-agx", "count": 2, "first_unit": 20},
+         {"device": "sim:orin-nano", "count": 2, "first_unit": 30}]
+
+
+def check_report(out: Path, summary: dict[str, object]) -> None:
+    """The report files exist and hold the figures the summary prints."""
+    for name in ("rounds.csv", "rounds.json", "clients.csv", "summary.json", "summary.md", "rounds.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "summary.json").read_text())
+    md = (out / "summary.md").read_text()
+    rounds = pd.read_csv(out / "rounds.csv")
+    clients = pd.read_csv(out / "clients.csv")
+    for key in SUMMARY_KEYS:
+        assert key in saved
+        value = summary[key]
+        if isinstance(value, float) and math.isnan(value):
+            assert saved[key] is None
+        else:
+            assert saved[key] == pytest.approx(value)
+            row = re.search(rf"^\| {key} \| (.+) \|$", md, re.M)
+            assert row is not None, key
+            printed = row.group(1)
+            assert printed == str(value) or float(printed) == pytest.approx(float(value), rel=1e-3)  # type: ignore[arg-type]
+    assert saved["rounds"] == len(rounds)
+    assert saved["energy_j_total"] == pytest.approx(rounds.energy_j.sum(), rel=1e-5)
+    replied = clients[clients.status.isin(["on-time", "late"])]
+    assert saved["client_rounds"] == len(replied)
+    assert rounds.energy_j.sum() == pytest.approx(replied.energy_j.sum(), rel=1e-5)  # CSV keeps 6 digits
+    assert saved["profiling_minibatches"] == clients.profiling_minibatches.sum()
+
+
+def test_analytic_engine_bootstraps_and_schedules(store_url: str, tmp_path: Path) -> None:
+    fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
+    cfg = RunConfig(num_server_rounds=4, store=store_url, **FAST)  # type: ignore[arg-type]
+    out = tmp_path / "report"
+    report = simulate(cfg, fleet, engine="analytic", out_dir=out)
+    s: dict[str, Any] = report.summary
+    assert report.rounds[0].bootstrap and not any(r.bootstrap for r in report.rounds[1:])
+    assert s["profiling_minibatches"] > 0
+    assert set(report.predictors) == {"orin-agx", "xavier-agx", "orin-nano"}
+    assert s["deadline_hit_rate"] >= 0.9 and s["power_cap_violation_rate"] <= 0.1
+    assert math.isnan(s["final_accuracy"])  # no training in the analytic engine
+    check_report(out, s)
+    # the store now holds the bootstrapped pairs, with the reference as their parent
+    store = open_store(store_url)
+    pairs = {(m.device_type, m.workload) for m in store.list_pairs()}
+    assert ("orin-nano", "resnet18-imagenet") in pairs and ("xavier-agx", "resnet18-imagenet") in pairs
+    ref = store.meta("orin-agx", "resnet18-imagenet")
+    assert store.meta("orin-nano", "resnet18-imagenet").parent_id == ref.artifact_id
+    store.close()
+    # a second run reuses them: no profiling at all
+    again = simulate(cfg, fleet, engine="analytic")
+    assert again.summary["profiling_minibatches"] == 0 and again.summary["bootstrap_rounds"] == 0
+
+
+def test_powertrain_saves_energy_against_maxn(store_url: str) -> None:
+    fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
+    runs = {p: simulate(RunConfig(num_server_rounds=3, store=store_url, policy=p, **FAST),  # type: ignore[arg-type]
+                        fleet, engine="analytic").summary for p in ("powertrain", "maxn")}
+    pt: dict[str, Any] = runs["powertrain"]
+    mx: dict[str, Any] = runs["maxn"]
+    assert pt["energy_j_per_round"] < 0.9 * mx["energy_j_per_round"]
+    assert pt["deadline_hit_rate"] >= 0.9
+    assert pt["power_cap_violation_rate"] <= mx["power_cap_violation_rate"]
+
+
+def test_dropouts_do_not_stall_rounds(store_url: str) -> None:
+    fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
+    cfg = RunConfig(num_server_rounds=4, store=store_url, dropout_rate=0.4, **FAST)  # type: ignore[arg-type]
+    report = simulate(cfg, fleet, engine="analytic")
+    dropped = [c for c in report.clients if c.status == "dropped"]
+    assert dropped and all("dropped out" in c.reason for c in dropped)
+    assert len(report.rounds) == 4 and all(r.completed > 0 for r in report.rounds[1:])
+    assert report.summary["dropped_client_rounds"] == len(dropped)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+def test_flower_simulation_three_nodes_two_rounds(store_url: str, tmp_path: Path) -> None:
+    fleet = FleetSpec.from_groups("three", [{"device": "sim:orin-agx", "count": 1},
+                                            {"device": "sim:orin-nano", "count": 2}], 0)
+    cfg = RunConfig(num_server_rounds=3, store=store_url, dropout_rate=0.0, **FAST)  # type: ignore[arg-type]
+    out = tmp_path / "report"
+    seen: list[int] = []
+    report = simulate(cfg, fleet, engine="flower", out_dir=out, on_round=lambda r: seen.append(r.round))
+    assert seen == [1, 2, 3]
+    s: dict[str, Any] = report.summary
+    assert report.rounds[0].bootstrap  # orin-nano was bootstrapped through the fleet
+    assert s["client_rounds"] == 9 and s["deadline_hit_rate"] >= 0.75
+    accs = [r.accuracy for r in report.rounds]
+    assert all(0.0 <= a <= 1.0 for a in accs)
+    untrained_loss, _ = evaluate(new_model(cfg.seed), make_dataset(cfg.seed)[1])
+    assert report.rounds[-1].loss < untrained_loss - 0.05  # real training moved the global model
+    nano = [c for c in report.clients if c.device_type == "orin-nano" and not c.bootstrap]
+    assert all(c.true_power_w <= c.power_cap_w for c in nano)
+    check_report(out, s)
+
+
+@pytest.mark.flower
+@pytest.mark.slow
+def test_flower_simulation_survives_dropouts(store_url: str) -> None:
+    fleet = FleetSpec.uniform("sim:orin-agx", 3)
+    cfg = RunConfig(num_server_rounds=2, store=store_url, dropout_rate=0.5, seed=3, **FAST)  # type: ignore[arg-type]
+    report = simulate(cfg, fleet, engine="flower")
+    statuses = [c.status for c in report.clients]
+    assert "dropped" in statuses and "on-time" in statuses
+    dropped = [c for c in report.clients if c.status == "dropped"]
+    assert all("dropped out" in c.reason for c in dropped)
+    assert len(report.rounds) == 2
