@@ -55,6 +55,7 @@ class AnalyticBackend:
             units = [UnitVariation.for_unit(t, self.nodes[int(i)].unit) for i in ids]
             self.variation[t] = (ids, UnitVariation.stacked(units))
         self.tables: dict[tuple[str, str], ModeTable] = {}
+        self._verified: dict[tuple[bytes, str], str] = {}
         self.clock_s = 0.0
 
     def query(self, query: NodeQuery) -> list[NodeInfo]:
@@ -65,9 +66,12 @@ class AnalyticBackend:
 
     def _table(self, task: TrainTask, node: _Node) -> ModeTable | None:
         if task.predictor_bytes:
-            pid, table = predictor_table(task.predictor_bytes, self.templates[node.device_type])
-            self.tables[(pid, node.device_type)] = table
-            node.predictor_id = pid
+            key = (task.predictor_bytes, node.device_type)  # the same bytes object for a whole round
+            if key not in self._verified:
+                pid, table = predictor_table(task.predictor_bytes, self.templates[node.device_type])
+                self.tables[(pid, node.device_type)] = table
+                self._verified = {key: pid}
+            node.predictor_id = self._verified[key]
         return self.tables.get((node.predictor_id, node.device_type))
 
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],

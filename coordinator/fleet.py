@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from powertrain.devices import BACKENDS, parse_device_spec
@@ -48,12 +49,17 @@ class FleetSpec:
         """Distinct device types, in order of appearance."""
         return list(dict.fromkeys(n.device_type for n in self.nodes))
 
+    @cached_property
+    def _caps(self) -> dict[str, float]:
+        caps: dict[str, float] = {}
+        for n in self.nodes:
+            if n.power_cap_w is not None:
+                caps.setdefault(n.device_type, n.power_cap_w)
+        return caps
+
     def cap_for(self, device_type: str, default_w: float) -> float:
         """The power cap of a device type (its group's override, else the run's)."""
-        for n in self.nodes:
-            if n.device_type == device_type and n.power_cap_w is not None:
-                return n.power_cap_w
-        return default_w
+        return self._caps.get(device_type, default_w)
 
     @classmethod
     def uniform(cls, device: str, count: int, seed: int = 0) -> FleetSpec:

@@ -26,7 +26,8 @@ ENGINES = ("flower", "analytic")
 
 def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
     """Refuse, before any round, a cap below a board's idle power or a fleet that cannot be built."""
-    for node in fleet.nodes:
+    first_of_type = {n.device_type: n for n in reversed(fleet.nodes)}  # one board per type suffices
+    for node in first_of_type.values():
         device = make_device(node.device_spec)
         idle = getattr(device, "steady_idle_power_w", None)
         cap = fleet.cap_for(node.device_type, cfg.power_cap_w)

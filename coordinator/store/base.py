@@ -393,6 +393,28 @@ class ModelStore(abc.ABC):
             return pd.DataFrame(columns=["time_ms", "power_w", "device_unit", "timestamp", "source"])
         return pd.concat(frames, ignore_index=True)
 
+    def get_profile_tail(self, device_type: str, workload: str, rows: int, source: str | None = None) -> pd.DataFrame:
+        """The newest ``rows`` samples of a pair (of ``source`` only, if given), oldest first.
+
+        Decodes chunks from the newest backwards and stops once enough rows are found, so the
+        cost does not grow with the length of the pair's history.
+        """
+        from proto.serde import decode_profile_frame
+
+        frames: list[pd.DataFrame] = []
+        found = 0
+        for chunk in reversed(self.profile_chunks(device_type, workload)):
+            frame = decode_profile_frame(chunk, f"profile of {pair_label(device_type, workload)}")
+            if source is not None:
+                frame = frame[frame["source"] == source]
+            frames.append(frame)
+            found += len(frame)
+            if found >= rows:
+                break
+        if not frames:
+            return pd.DataFrame(columns=["time_ms", "power_w", "device_unit", "timestamp", "source"])
+        return pd.concat(frames[::-1], ignore_index=True).tail(rows).reset_index(drop=True)
+
     def lineage(self, artifact_id: str, *, max_depth: int = 64) -> list[LineageEntry]:
         """The ancestors of an artifact, parent first, following parent ids across pairs.
 

@@ -477,8 +477,7 @@ def refine(store: ModelStore, device_type: str, workload: str, observations: pd.
     obs = observations.copy()
     obs["source"] = "round"
     store.append_profile(device_type, workload, obs, knobs=current.state.knobs)
-    profile_frame = store.get_profile(device_type, workload)
-    rounds = profile_frame[profile_frame["source"] == "round"].tail(int(window))
+    rounds = store.get_profile_tail(device_type, workload, int(window), source="round")
     t_err, p_err = rolling_error(current.state, rounds) if len(rounds) else (0.0, 0.0)
 
     def result(refined: bool, reason: str, meta: ArtifactMeta) -> RefineResult:
@@ -504,6 +503,7 @@ def refine(store: ModelStore, device_type: str, workload: str, observations: pd.
                 if got is not None:
                     source = got
                     break
+        profile_frame = store.get_profile(device_type, workload)  # a re-transfer uses every sample
         state = transfer_predictor(source.state, cfg.predictor_params).transfer(
             profile_frame, device_type=device_type, workload=workload,
             parent_id=current.meta.artifact_id).to_state()
