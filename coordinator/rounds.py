@@ -72,6 +72,24 @@ class Bootstrap:
 
     plan: builder.BuildPlan
     collected: list[pd.DataFrame] = field(default_factory=list)
+    rounds: int = 0  # bootstrap rounds attempted
+
+    def ready(self) -> bool:
+        """Enough profiles to build: nearly all planned modes, or a usable part after two tries
+        (dropouts must not hold a device type hostage)."""
+        have = sum(len(c) for c in self.collected)
+        planned = max(len(self.plan.modes), 1)
+        return have >= 0.9 * planned or (self.rounds >= 2 and have >= 3)
+
+    def missing(self) -> pd.DataFrame:
+        """Planned modes not profiled yet (all of them before the first bootstrap round)."""
+        modes = self.plan.modes
+        if not self.collected or not len(modes):
+            return modes
+        knobs = list(modes.columns)
+        have = pd.concat(self.collected, ignore_index=True).loc[:, knobs].drop_duplicates()
+        merged = modes.merge(have, on=knobs, how="left", indicator=True)
+        return modes[(merged["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
 
 
 @dataclass
@@ -206,8 +224,9 @@ class FleetCoordinator:
             reasons[a.node_id] = a.reason
         for dtype, boot in self.bootstraps.items():
             nodes = [i for i in boot_nodes if i.device_type == dtype]
+            missing = boot.missing()
             for j, info in enumerate(nodes):
-                share = boot.plan.modes.iloc[j::len(nodes)]
+                share = missing.iloc[j::len(nodes)]
                 modes = {k: share[k].astype(float).tolist() for k in share.columns}
                 tasks[info.node_id] = self._task(rnd, info, 0, modes)
                 reasons[info.node_id] = f"bootstrap: profiling {len(share)} modes"
@@ -300,10 +319,11 @@ class FleetCoordinator:
             if dtype in self.bootstraps:
                 got = samples[samples["source"] == "profile"]
                 boot = self.bootstraps[dtype]
+                boot.rounds += 1
                 if len(got):
                     boot.collected.append(got)
-                have = pd.concat(boot.collected, ignore_index=True) if boot.collected else got
-                if len(have) >= max(3, len(boot.plan.modes) // 2):
+                if boot.ready():
+                    have = pd.concat(boot.collected, ignore_index=True)
                     result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
                     self._install(dtype, result.meta.version)
                     del self.bootstraps[dtype]
