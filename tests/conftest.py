@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Procs, alive
+from tests.procs import PrivateRedis, Procs, alive, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +47,12 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
     finally:
         pids = manager.stop_all()
         assert not [p for p in pids if alive(p)], "processes left running"
+
+
+@pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None:
+        server.kill()

@@ -14,10 +14,12 @@ import pytest
 from client.task import evaluate, make_dataset, new_model
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec
+from coordinator.records import RoundRecord
 from coordinator.report import SUMMARY_KEYS
 from coordinator.simulate import simulate
 from coordinator.store import open_store
 from tests.fleet.conftest import FAST
+from tests.procs import PrivateRedis, free_port
 
 MIXED = [{"device": "sim:orin-agx", "count": 2, "first_unit": 10},
          {"device": "sim:xavier-agx", "count": 2, "first_unit": 20},
@@ -129,3 +131,48 @@ def test_flower_simulation_survives_dropouts(store_url: str) -> None:
     dropped = [c for c in report.clients if c.status == "dropped"]
     assert all("dropped out" in c.reason for c in dropped)
     assert len(report.rounds) == 2
+
+
+@pytest.mark.redis
+def test_redis_lost_mid_run_loses_no_round_record(reference_store: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the fallback's local file
+    private_redis = PrivateRedis(free_port(), tmp_path, persist=True)  # persistent, as deployed
+    private_redis.start()
+    try:
+        _outage_run(private_redis, reference_store, tmp_path)
+    finally:
+        if private_redis.proc is not None:
+            private_redis.kill()
+
+
+def _outage_run(private_redis: PrivateRedis, reference_store: Path, tmp_path: Path) -> None:
+    local = open_store(f"file://{reference_store}")
+    redis_store = open_store(private_redis.url)
+    redis_store.put(local.get("orin-agx", "resnet18-imagenet").state)
+    local.close()
+    redis_store.close()
+    fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
+    cfg = RunConfig(num_server_rounds=5, store=private_redis.url, refine_threshold_pct=0.1,  # refine every round
+                    **FAST)  # type: ignore[arg-type]
+
+    def outage(r: RoundRecord) -> None:
+        rnd = r.round
+        if rnd == 2:
+            private_redis.kill()   # Redis dies after round 2 ...
+        elif rnd == 3:
+            private_redis.start()  # ... and comes back after round 3
+
+    report = simulate(cfg, fleet, engine="analytic", on_round=outage, out_dir=tmp_path / "report")
+    assert [r.round for r in report.rounds] == [1, 2, 3, 4, 5]  # every round ran and was recorded
+    assert all(r.completed > 0 for r in report.rounds)
+    assert len(pd.read_csv(tmp_path / "report" / "rounds.csv")) == 5
+    # what the run stored during the outage was written back once Redis answered again
+    back = open_store(private_redis.url)
+    pairs = {(m.device_type, m.workload) for m in back.list_pairs()}
+    assert {("orin-nano", "resnet18-imagenet"), ("xavier-agx", "resnet18-imagenet")} <= pairs
+    rounds_seen = back.get_profile("orin-nano", "resnet18-imagenet")
+    rounds_seen = rounds_seen[rounds_seen["source"] == "round"]
+    # one observation batch per non-bootstrap round (2..5), including the two outage rounds
+    assert len(rounds_seen) >= 4 * 2
+    back.close()

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from coordinator.store.builder import RULE_REFERENCE, get_or_build
 from coordinator.store.errors import StoreUnavailableError
@@ -22,64 +15,12 @@ from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
 from powertrain.predictor import PredictorState
+from tests.procs import PrivateRedis
 from tests.store.conftest import TINY_BUILD, collector, variant
 
 pytestmark = pytest.mark.redis
 REF = ("orin-agx", "resnet18-imagenet")
 NANO = ("orin-nano", "lstm-wikitext")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A throw-away redis-server on a loopback port, started and killed by PID."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is needed (make test installs it)"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client: redis.Redis[bytes] = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert self.proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not answer"
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self.proc = None
-
-
-@pytest.fixture()
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(_free_port(), tmp_path)
-    server.start()
-    yield server
-    if server.proc is not None:
-        server.kill()
 
 
 def test_redis_outage_falls_back_and_writes_back(private_redis: PrivateRedis, tmp_path: Path,
