@@ -285,7 +285,8 @@ def test_signal_restores_original_settings(tmp_path: Path, sig: int) -> None:
     board = build_tree(tmp_path / "root", BOARDS["orin-agx-jp6"])
     before = board.snapshot()
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        signal.signal({int(sig)}, signal.SIG_DFL)  # not inherited (nohup'd runners ignore SIGHUP)
         sys.path.insert(0, {str(ROOT)!r})
         from powertrain.devices import make_device
         dev = make_device("jetson:auto?power=none")
