@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## Run the main job (a short simulated demo on the embedded store).
 run: $(STAMP)
-	$(BIN)/powerfleet demo --out runs/demo
+	$(BIN)/powerfleet simulate --fleet examples/fleets/mixed-12.toml --rounds 10 --out runs/mixed-12
 
 ## Run the test suite against a real Redis (started here if nothing answers).
 test: $(STAMP)
