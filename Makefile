@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the main job (a short simulated demo on the embedded store).
+## Run the main job: a simulated mixed fleet of 12 Jetsons on the embedded default store.
 run: $(STAMP)
 	$(BIN)/powerfleet simulate --fleet examples/fleets/mixed-12.toml --rounds 10 --out runs/mixed-12
 
