@@ -63,7 +63,8 @@ class RoundRecord:
     round: int
     bootstrap: bool
     selected: int
-    completed: int  # replied on time (or, in a bootstrap round, replied)
+    completed: int  # updates used: replied on time (or, in a bootstrap round, replied at all)
+    on_time: int  # replied within the deadline
     late: int
     dropped: int
     skipped: int

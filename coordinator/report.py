@@ -76,7 +76,7 @@ def markdown(report: RunReport, title: str = "") -> str:
               "| round | selected | on time | late | dropped | skipped | energy J | mean W | duration s | accuracy |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.rounds:
-        lines.append(f"| {r.round}{' (bootstrap)' if r.bootstrap else ''} | {r.selected} | {r.completed} | "
+        lines.append(f"| {r.round}{' (bootstrap)' if r.bootstrap else ''} | {r.selected} | {r.on_time} | "
                      f"{r.late} | {r.dropped} | {r.skipped} | {r.energy_j:.0f} | {_fmt(r.mean_power_w)} | "
                      f"{r.duration_s:.1f} | {_fmt(r.accuracy)} |")
     notes = [f"- round {r.round}: {r.notes}" for r in report.rounds if r.notes]
@@ -111,7 +111,7 @@ def plots(report: RunReport, out: Path) -> dict[str, Path]:
     ax.set_title("slowest client per device type (device s)")
     ax.legend(fontsize=8)
     ax = axes[1][0]
-    on_time = [r.completed for r in rounds]
+    on_time = [r.on_time for r in rounds]
     late = [r.late for r in rounds]
     dropped = [r.dropped for r in rounds]
     skipped = [r.skipped for r in rounds]
@@ -121,7 +121,7 @@ def plots(report: RunReport, out: Path) -> dict[str, Path]:
     ax.bar(x, dropped, bottom=base, label="dropped", color="tab:gray")
     base = [a + b for a, b in zip(base, dropped, strict=True)]
     ax.bar(x, skipped, bottom=base, label="skipped", color="tab:olive")
-    ax.set_title("client-rounds by deadline outcome")
+    ax.set_title("client-rounds by outcome (bootstrap: late replies used)")
     ax.legend(fontsize=8)
     ax = axes[1][1]
     ax.plot(x, [r.accuracy for r in rounds], "-o", ms=3, color="tab:purple")

@@ -357,6 +357,7 @@ class FleetCoordinator:
         return RoundRecord(
             round=rnd, bootstrap=bootstrap, selected=sum(c.status != "skipped" for c in records),
             completed=sum(c.status == "on-time" or (bootstrap and c.status == "late") for c in records),
+            on_time=sum(c.status == "on-time" for c in records),
             late=sum(c.status == "late" for c in records), dropped=sum(c.status == "dropped" for c in records),
             skipped=sum(c.status == "skipped" for c in records), energy_j=energy,
             mean_power_w=energy / busy if busy > 0 else math.nan, duration_s=duration, wall_s=wall_s,

@@ -81,7 +81,7 @@ def simulate_cmd(
             assert isinstance(r, RoundRecord)
             acc = "" if math.isnan(r.accuracy) else f", acc {r.accuracy:.2f}"
             boot = " (bootstrap)" if r.bootstrap else ""
-            bar.update(task, advance=1, last=f"round {r.round}{boot}: {r.completed}/{r.selected} on time, "
+            bar.update(task, advance=1, last=f"round {r.round}{boot}: {r.on_time}/{r.selected} on time, "
                                              f"{r.energy_j:.0f} J{acc}")
 
         report = simulate(cfg, spec, engine=engine, out_dir=out_dir, on_round=on_round)
