@@ -112,7 +112,9 @@ class NodeRuntime:
             if warm:
                 dev.run(task.workload, warm, step)
             window = dev.run(task.workload, work - warm, step)
-            if window.n_minibatches >= 3:
+            # A preset may power-gate TPCs: its knob values do not describe what ran, so it is
+            # not a sample of that mode for the predictor.
+            if window.n_minibatches >= 3 and decision.preset is None:
                 samples.append(pd.DataFrame([{**mode, "time_ms": window.mean_time_ms,
                                               "power_w": window.mean_power_w, "device": dev.device_type,
                                               "workload": task.workload, "source": "round",

@@ -146,7 +146,7 @@ class AnalyticBackend:
             work = plan.work if task.work_minibatches > 0 else 0
             time_s += work * float(t_noisy[j])
             energy += work * float(t_noisy[j]) * float(p_noisy[j])
-            if work and len(observed) < MAX_OBSERVATIONS_PER_TYPE:
+            if work and plan.preset is None and len(observed) < MAX_OBSERVATIONS_PER_TYPE:
                 observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": float(p_noisy[j]),
                                  "device": dtype, "workload": workload.name, "source": "round",
                                  "device_unit": self.nodes[node_id].unit})

@@ -457,22 +457,40 @@ def rolling_error(state: PredictorState, observations: pd.DataFrame) -> tuple[fl
             float(np.mean(np.abs(pred.power_w / p - 1.0)) * 100.0))
 
 
+def refine_samples(profile: pd.DataFrame, max_samples: int, seed: int = 0) -> pd.DataFrame:
+    """What a re-transfer trains on: the newest round observations (up to half the budget),
+    then profiled samples drawn at random to fill ``max_samples``.
+
+    A transfer is k-fold CV over its samples; without a cap, refining a pair with thousands
+    of samples (the reference) would cost a minute per refinement instead of a second.
+    """
+    if len(profile) <= max_samples:
+        return profile
+    is_round = (profile["source"] == "round").to_numpy() if "source" in profile.columns else None
+    rounds = profile[is_round].tail(max_samples // 2) if is_round is not None else profile.iloc[0:0]
+    rest = profile[~is_round] if is_round is not None else profile
+    take = min(len(rest), max_samples - len(rounds))
+    picked = rest.sample(n=take, random_state=seed) if take < len(rest) else rest
+    return pd.concat([picked, rounds], ignore_index=True)
+
+
 def refine(store: ModelStore, device_type: str, workload: str, observations: pd.DataFrame, *,
            threshold_pct: float = 10.0, window: int = 32, min_observations: int = 8,
-           settings: BuildSettings | None = None) -> RefineResult:
+           max_samples: int = 256, settings: BuildSettings | None = None) -> RefineResult:
     """Record observations from FL rounds; re-transfer if the rolling error exceeds the threshold.
 
     The observations (knob columns, ``time_ms``, ``power_w``) are appended to the pair's
     profile with ``source="round"``. The error is the MAPE of the current predictor over the
     last ``window`` round observations (the larger of time and power). Above
     ``threshold_pct``, the current version's source (its parent; the version itself if it has
-    none in the store) is transferred again to *all* the pair's samples and stored as a new
-    version whose parent is the current one.
+    none in the store) is transferred again to the pair's samples (at most ``max_samples``, see
+    :func:`refine_samples`) and stored as a new version whose parent is the current one.
     """
     cfg = settings or BuildSettings()
     check_range("threshold_pct", threshold_pct, low=0, low_inclusive=False)
     check_range("window", window, low=1)
     check_range("min_observations", min_observations, low=1)
+    check_range("max_samples", max_samples, low=8)
     current = store.get(device_type, workload)
     obs = observations.copy()
     obs["source"] = "round"
@@ -503,7 +521,7 @@ def refine(store: ModelStore, device_type: str, workload: str, observations: pd.
                 if got is not None:
                     source = got
                     break
-        profile_frame = store.get_profile(device_type, workload)  # a re-transfer uses every sample
+        profile_frame = refine_samples(store.get_profile(device_type, workload), int(max_samples), cfg.sampling_seed)
         state = transfer_predictor(source.state, cfg.predictor_params).transfer(
             profile_frame, device_type=device_type, workload=workload,
             parent_id=current.meta.artifact_id).to_state()

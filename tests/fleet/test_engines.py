@@ -176,3 +176,26 @@ def _outage_run(private_redis: PrivateRedis, reference_store: Path, tmp_path: Pa
     # one observation batch per non-bootstrap round (2..5), including the two outage rounds
     assert len(rounds_seen) >= 4 * 2
     back.close()
+
+
+def test_refine_trains_on_a_capped_sample() -> None:
+    from coordinator.store.builder import refine_samples
+
+    profile = pd.DataFrame({"cpu_cores": range(1000), "time_ms": 1.0, "power_w": 1.0,
+                            "source": ["profile"] * 900 + ["round"] * 100})
+    picked = refine_samples(profile, 256)
+    assert len(picked) == 256
+    assert (picked.source == "round").sum() == 100  # every recent observation is kept
+    assert list(picked[picked.source == "round"].cpu_cores) == list(range(900, 1000))
+    assert refine_samples(profile.head(50), 256).equals(profile.head(50))
+
+
+def test_preset_rounds_do_not_feed_the_predictor(store_url: str) -> None:
+    fleet = FleetSpec.from_groups("agx", [{"device": "sim:orin-agx", "count": 2}], 0)
+    report = simulate(RunConfig(num_server_rounds=4, store=store_url, policy="preset", **FAST),  # type: ignore[arg-type]
+                      fleet, engine="analytic")
+    assert all(not r.notes for r in report.rounds)  # no refinement triggered
+    store = open_store(store_url)
+    rounds = store.get_profile("orin-agx", "resnet18-imagenet")
+    assert "round" not in set(rounds.get("source", []))  # TPC-gated presets are not mode samples
+    store.close()
