@@ -102,7 +102,7 @@ def workload_sweep(store: str, rounds: int) -> pd.DataFrame:
     fleet = FleetSpec.load(ROOT / "examples/fleets/mixed-100.toml")
     rows = []
     for workload, deadline_s, work in SWEEP:
-        res = {}
+        res: dict[str, dict[str, Any]] = {}
         for policy in ("powertrain", "oracle", "maxn"):
             cfg = RunConfig(num_server_rounds=rounds, workload=workload, policy=policy, store=store,
                             deadline_s=deadline_s, local_minibatches=work, seed=0)
