@@ -13,7 +13,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from client import protocol
-from client.runtime import NodeFailureError, NodeRuntime, predictor_table
+from client.runtime import NodeRuntime, predictor_table
 from powertrain.devices import make_device
 from powertrain.errors import DeviceError
 
@@ -56,11 +56,12 @@ def query(msg: Message, context: Context) -> Message:
         "spec": spec, "partition-id": partition,
         "num-partitions": _int(cfg.get("num-partitions", max(len(q.fleet), 1)))})
     node = _runtime(context)
-    if _DEVICE not in context.state.config_records:  # first contact: warm up once
-        node.warm_up(q.workload)
-        context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
-    held = context.state.config_records.get(_PREDICTOR)
-    info = node.info(context.node_id, str(held["id"]) if held else "", True)
+    with node.device:  # a real board is restored to its own settings when the handler ends
+        if _DEVICE not in context.state.config_records:  # first contact: warm up once
+            node.warm_up(q.workload)
+            context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+        held = context.state.config_records.get(_PREDICTOR)
+        info = node.info(context.node_id, str(held["id"]) if held else "", True)
     return Message(protocol.info_to_records(info), reply_to=msg)
 
 
@@ -78,10 +79,9 @@ def train(msg: Message, context: Context) -> Message:
         artifact = held["artifact"]
         if isinstance(artifact, bytes):
             pid, table = predictor_table(artifact, node.device)
-    try:
-        result, new_weights = node.train(context.node_id, task, weights, table, pid)
-    except NodeFailureError:
-        context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
-        raise
-    context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+    with node.device:  # the mode is held only while the node trains
+        try:
+            result, new_weights = node.train(context.node_id, task, weights, table, pid)
+        finally:  # a simulated board's clock and energy advance even when the node dies
+            context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
     return Message(protocol.result_to_records(result, new_weights), reply_to=msg)
