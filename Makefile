@@ -34,9 +34,9 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
-## Regenerate the committed protobuf code from proto/v1/*.proto.
+## Regenerate the committed protobuf code (powerfleet/v1/) from the schema in proto/.
 protos: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. proto/v1/powerfleet.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. proto/powerfleet/v1/powerfleet.proto
 
 ## Fail if the committed protobuf code differs from what `make protos` generates.
 check-protos: $(STAMP)

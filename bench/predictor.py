@@ -166,7 +166,7 @@ sys.path.insert(0, sys.argv[1])
 from powertrain.jetson_tables import get_space
 from powertrain.optimize import ModeTable
 from powertrain.pareto import pareto_front
-from proto.serde import load_model
+from powerfleet.serde import load_model
 from powertrain.predictor import PowerTrainPredictor
 model = PowerTrainPredictor.from_state(load_model(sys.argv[2]))
 modes = get_space("orin-agx").modes("full")
@@ -265,7 +265,7 @@ def main() -> None:
                f"device time ({ref_run.total_minibatches} minibatches) and {profile_wall:.0f} s of wall "
                "time.", ""]
     model_path = RESULTS / "reference.model"
-    from proto.serde import save_model
+    from powerfleet.serde import save_model
 
     save_model(model_path, ref.to_state(), get_space(REF_DEVICE))
 

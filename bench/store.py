@@ -44,7 +44,7 @@ from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes
-from proto.serde import encode_predictor, load_predictor
+from powerfleet.serde import encode_predictor, load_predictor
 
 OUT = Path(__file__).resolve().parent / "results" / "store.md"
 REF = ("orin-agx", "resnet18-imagenet")

@@ -3,7 +3,7 @@
 Three typed messages - :class:`NodeQuery`/:class:`NodeInfo` (query), :class:`TrainTask` and
 :class:`TrainResult` (train) - and their encoding into Flower records. The Flower apps only
 call ``to_records``/``from_records``; the analytic engine passes the dataclasses directly.
-Predictor artifacts travel as protobuf bytes (``proto/serde.py``), never pickled.
+Predictor artifacts travel as protobuf bytes (``powerfleet/serde.py``), never pickled.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.profiler import ProfileSettings, profile
-from proto.serde import artifact_id, decode_predictor
+from powerfleet.serde import artifact_id, decode_predictor
 
 _TABLES: OrderedDict[tuple[str, str, str], ModeTable] = OrderedDict()
 _TABLE_CACHE_SIZE = 8

@@ -14,7 +14,7 @@ from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.predictor.baselines import PolynomialBaseline, TransferBaseline, mape
 from powertrain.sampling import sample_modes
-from proto.serde import ArtifactError, decode_predictor, encode_predictor
+from powerfleet.serde import ArtifactError, decode_predictor, encode_predictor
 
 FAST: dict[str, Any] = {"fit_steps": 600, "members": 2, "transfer_steps": 200}
 

@@ -12,7 +12,7 @@ import pytest
 from powertrain.devices import SimulatedJetson
 from powertrain.jetson_tables import get_space
 from powertrain.profile_io import write_profile
-from proto.serde import load_model
+from powerfleet.serde import load_model
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:

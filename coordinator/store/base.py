@@ -1,7 +1,7 @@
 """The ``ModelStore`` interface: one predictor per (device type, workload), versioned.
 
 A store keeps, for every (device type, workload) *pair*, an append-only list of immutable
-predictor artifacts (protobuf bytes with a sha256 digest, see ``proto/serde.py``) numbered
+predictor artifacts (protobuf bytes with a sha256 digest, see ``powerfleet/serde.py``) numbered
 1, 2, 3, ... and a ``latest`` pointer; plus the pair's *profile*, the measured samples the
 predictors were built from. Artifact ids are payload digests, so the same predictor has the
 same id in every store; version numbers are per store.
@@ -34,7 +34,7 @@ from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
 from powertrain.errors import InvalidParameterError
 from powertrain.predictor.state import PredictorState
 from powertrain.space import ModeSpace
-from proto.serde import (
+from powerfleet.serde import (
     MAX_ARTIFACT_BYTES,
     ArtifactError,
     ArtifactInfo,
@@ -385,7 +385,7 @@ class ModelStore(abc.ABC):
 
     def get_profile(self, device_type: str, workload: str) -> pd.DataFrame:
         """Every sample of a pair's profile, in append order (an empty frame if none)."""
-        from proto.serde import decode_profile_frame
+        from powerfleet.serde import decode_profile_frame
 
         frames = [decode_profile_frame(c, f"profile of {pair_label(device_type, workload)}")
                   for c in self.profile_chunks(device_type, workload)]
@@ -399,7 +399,7 @@ class ModelStore(abc.ABC):
         Decodes chunks from the newest backwards and stops once enough rows are found, so the
         cost does not grow with the length of the pair's history.
         """
-        from proto.serde import decode_profile_frame
+        from powerfleet.serde import decode_profile_frame
 
         frames: list[pd.DataFrame] = []
         found = 0

@@ -8,7 +8,7 @@ backend that sees them.
 from __future__ import annotations
 
 from powertrain.errors import PowerfleetError
-from proto.serde import ArtifactError
+from powerfleet.serde import ArtifactError
 
 
 class StoreError(PowerfleetError):

@@ -37,7 +37,7 @@ from coordinator.store.errors import (
     StoreUnavailableError,
 )
 from powertrain.errors import InvalidParameterError, PowerfleetError
-from proto.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
+from powerfleet.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
 
 SCHEMA_VERSION = 1
 _META_COLS = ("device_type, workload, version, artifact_id, kind, parent_id, n_samples, created_at, "
@@ -385,7 +385,7 @@ class LocalModelStore(BackendStore):
     @_sqlite_errors
     def put_artifact_journaled(self, data: bytes, labels: dict[str, str]) -> ArtifactMeta:
         """Store an artifact *and* journal it for write-back to the primary, in one transaction."""
-        from proto.serde import inspect_predictor
+        from powerfleet.serde import inspect_predictor
 
         info = inspect_predictor(data, "artifact to store")
         check_name("device type", info.device_type)

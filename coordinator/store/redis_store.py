@@ -49,7 +49,7 @@ from coordinator.store.errors import (
     StoreUnavailableError,
 )
 from powertrain.errors import InvalidParameterError, PowerfleetError
-from proto.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
+from powerfleet.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
 
 DEFAULT_NAMESPACE = "powerfleet:v1"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}(?<!:)$")

@@ -19,7 +19,7 @@ from powertrain.predictor import TRANSFER_METHODS, PowerTrainPredictor
 from powertrain.predictor.baselines import accuracy_table
 from powertrain.profile_io import atomic_output, read_profile
 from powertrain.space import JETSON_KNOBS
-from proto.serde import artifact_id, load_model, save_model
+from powerfleet.serde import artifact_id, load_model, save_model
 
 
 def register(app: typer.Typer) -> None:

@@ -166,7 +166,7 @@ def export_cmd(
 ) -> None:
     """Write artifacts (and samples) to files for air-gapped boards; every digest is verified."""
     from powertrain.profile_io import atomic_output
-    from proto.serde import Bundle, BundleEntry, encode_bundle
+    from powerfleet.serde import Bundle, BundleEntry, encode_bundle
 
     if fmt not in ("bundle", "models"):
         raise InvalidParameterError(f"--format {fmt!r} must be bundle or models")
@@ -213,7 +213,7 @@ def export_cmd(
 
 def _read_inputs(paths: list[Path]) -> tuple[list[tuple[bytes, dict[str, str], str]], list[bytes]]:
     """Every artifact (bytes, labels, origin) and profile chunk in ``paths``, all verified."""
-    from proto.serde import artifact_id, decode_bundle
+    from powerfleet.serde import artifact_id, decode_bundle
 
     artifacts: list[tuple[bytes, dict[str, str], str]] = []
     chunks: list[bytes] = []
@@ -256,7 +256,7 @@ def import_cmd(
     """Verify and add exported artifacts (and samples); ones the store already holds are skipped."""
     import hashlib
 
-    from proto.serde import inspect_predictor, inspect_profile
+    from powerfleet.serde import inspect_predictor, inspect_profile
 
     artifacts, chunks = _read_inputs(paths)  # everything verified before anything is written
     added = skipped = added_chunks = 0

@@ -1,7 +1,7 @@
 """The persisted form of a predictor: plain arrays plus metadata, no code and no pickle.
 
 A :class:`PredictorState` is what ``PowerTrainPredictor.to_state()`` returns and
-``from_state()`` accepts. ``proto/serde.py`` turns it into the versioned protobuf artifact
+``from_state()`` accepts. ``powerfleet/serde.py`` turns it into the versioned protobuf artifact
 (with a sha256 digest) that the store keeps and the CLI writes as ``.model`` files.
 """
 

@@ -17,7 +17,7 @@ from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
 from coordinator.store.local_store import LocalModelStore
 from powertrain.errors import InvalidParameterError
 from powertrain.predictor import PredictorState
-from proto.serde import ArtifactError, artifact_id, encode_predictor
+from powerfleet.serde import ArtifactError, artifact_id, encode_predictor
 from tests.store.conftest import overwrite_blob, raw_blob, variant
 
 REF = ("orin-agx", "resnet18-imagenet")

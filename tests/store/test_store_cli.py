@@ -13,7 +13,7 @@ import pytest
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
 from powertrain.predictor import PredictorState
-from proto.serde import load_model
+from powerfleet.serde import load_model
 from tests.store.conftest import variant
 
 NANO = ("orin-nano", "lstm-wikitext")

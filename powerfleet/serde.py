@@ -29,7 +29,7 @@ from powertrain.predictor.state import (
 )
 from powertrain.profile_io import atomic_output
 from powertrain.space import Knob, ModeSpace
-from proto.v1 import powerfleet_pb2 as pb
+from powerfleet.v1 import powerfleet_pb2 as pb
 
 MAGIC = "powerfleet.predictor"
 FORMAT_VERSION = 1
