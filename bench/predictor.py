@@ -26,8 +26,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from powertrain.boards import get_space  # noqa: E402
 from powertrain.devices import SimulatedJetson  # noqa: E402
-from powertrain.jetson_tables import get_space  # noqa: E402
 from powertrain.optimize import Choice, ModeTable  # noqa: E402
 from powertrain.predictor import PowerTrainPredictor  # noqa: E402
 from powertrain.predictor.baselines import PolynomialBaseline, TransferBaseline, mape  # noqa: E402
@@ -163,7 +163,7 @@ def optimization(ref: PowerTrainPredictor, seeds: int, targets: list[tuple[str, 
 SPEED_SCRIPT = r"""
 import json, sys, time, numpy as np
 sys.path.insert(0, sys.argv[1])
-from powertrain.jetson_tables import get_space
+from powertrain.boards import get_space
 from powertrain.optimize import ModeTable
 from powertrain.pareto import pareto_front
 from powerfleet.serde import load_model

@@ -39,12 +39,12 @@ from coordinator.store.builder import BuildSettings, get_or_build
 from coordinator.store.collect import DeviceCollector
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
+from powerfleet.serde import encode_predictor, load_predictor
+from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes
-from powerfleet.serde import encode_predictor, load_predictor
 
 OUT = Path(__file__).resolve().parent / "results" / "store.md"
 REF = ("orin-agx", "resnet18-imagenet")

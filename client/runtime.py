@@ -18,12 +18,12 @@ import torch
 from client import policies
 from client.protocol import NodeInfo, TrainResult, TrainTask
 from client.task import BATCH_SIZE, Trainer, get_weights, new_model, node_data, set_weights
+from powerfleet.serde import artifact_id, decode_predictor
 from powertrain.devices.base import Device
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.profiler import ProfileSettings, profile
-from powerfleet.serde import artifact_id, decode_predictor
 
 _TABLES: OrderedDict[tuple[str, str, str], ModeTable] = OrderedDict()
 _TABLE_CACHE_SIZE = 8

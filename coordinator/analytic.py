@@ -20,7 +20,8 @@ from client import policies
 from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
 from client.runtime import predictor_table
 from coordinator.fleet import FleetSpec
-from powertrain.devices.physics import BoardPhysics, UnitVariation, evaluate, get_board, steady_temperature_c
+from powertrain.boards import BoardPhysics, get_board
+from powertrain.devices.physics import UnitVariation, evaluate, steady_temperature_c
 from powertrain.devices.simulated import SimulatedJetson
 from powertrain.optimize import ModeTable
 from powertrain.workloads import Workload, get_workload
@@ -116,7 +117,7 @@ class AnalyticBackend:
         rows = np.array([index[n] for n in node_ids])
         template = self.templates[dtype]
         knobs = template.space.knob_names
-        board = get_board(dtype)
+        board = get_board(dtype).physics
         workload = get_workload(tasks[node_ids[0]].workload)
         modes = np.array([[plans[n].mode[k] for k in knobs] for n in node_ids])
         tpc = np.array([self._tpc(template, plans[n]) for n in node_ids])

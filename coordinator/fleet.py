@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from powertrain.boards import board_names
 from powertrain.devices import BACKENDS, parse_device_spec
 from powertrain.errors import DataFormatError, InvalidParameterError, UnknownNameError
-from powertrain.jetson_tables import device_types
 
 _GROUP_KEYS = {"device", "count", "first_unit", "power_cap_w"}
 
@@ -84,9 +84,9 @@ class FleetSpec:
             if backend not in BACKENDS:
                 raise UnknownNameError(f"{where}: group {gi}: device backend {backend!r} is not known; "
                                        f"valid backends: {', '.join(BACKENDS)}")
-            if dtype not in device_types():
+            if dtype not in board_names():
                 raise UnknownNameError(f"{where}: group {gi}: device {dtype!r} is not known; valid devices: "
-                                       f"{', '.join(device_types())}")
+                                       f"{', '.join(board_names())}")
             count = group.get("count", 1)
             first = group.get("first_unit", 0)
             cap = group.get("power_cap_w")

@@ -32,9 +32,9 @@ from coordinator.selection import SelectionInput, make_selection
 from coordinator.store import builder
 from coordinator.store.base import ModelStore
 from coordinator.store.collect import DeviceCollector
+from powertrain.boards import get_space
 from powertrain.devices.simulated import SimulatedJetson
 from powertrain.errors import InvalidParameterError, PowerfleetError
-from powertrain.jetson_tables import get_space
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.profiler import ProfileSettings

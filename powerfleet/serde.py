@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from google.protobuf.message import DecodeError
 
+from powerfleet.v1 import powerfleet_pb2 as pb
 from powertrain.errors import DataFormatError
 from powertrain.predictor.state import (
     STATE_SCHEMA_VERSION,
@@ -29,7 +30,6 @@ from powertrain.predictor.state import (
 )
 from powertrain.profile_io import atomic_output
 from powertrain.space import Knob, ModeSpace
-from powerfleet.v1 import powerfleet_pb2 as pb
 
 MAGIC = "powerfleet.predictor"
 FORMAT_VERSION = 1

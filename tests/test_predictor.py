@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from powerfleet.serde import ArtifactError, decode_predictor, encode_predictor
+from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
 from powertrain.errors import DataFormatError, NotFittedError
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.predictor.baselines import PolynomialBaseline, TransferBaseline, mape
 from powertrain.sampling import sample_modes
-from powerfleet.serde import ArtifactError, decode_predictor, encode_predictor
 
 FAST: dict[str, Any] = {"fit_steps": 600, "members": 2, "transfer_steps": 200}
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from powertrain.devices import SimulatedJetson
-from powertrain.jetson_tables import get_space
-from powertrain.profile_io import write_profile
 from powerfleet.serde import load_model
+from powertrain.boards import get_space
+from powertrain.devices import SimulatedJetson
+from powertrain.profile_io import write_profile
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> None:

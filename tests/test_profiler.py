@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from powertrain.boards import get_space
 from powertrain.devices import NoiseModel, SimulatedJetson
 from powertrain.errors import DataFormatError, ModeError
-from powertrain.jetson_tables import get_space
 from powertrain.profile_io import PROFILE_COLUMNS, read_profile, write_profile
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes

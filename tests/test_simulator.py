@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from powertrain.boards import board_names, get_space
 from powertrain.devices import NoiseModel, SimulatedJetson, make_device
 from powertrain.errors import InvalidParameterError, ModeError, UnknownNameError
-from powertrain.jetson_tables import device_types, get_space
 from powertrain.workloads import get_workload, workload_names
 
 GPU_HEAVY = ["resnet18-imagenet", "bert-base-squad", "vit-s16-imagenet"]
@@ -23,7 +23,7 @@ def _truth(device: str, workload: str, modes: list[dict[str, float]]) -> pd.Data
 
 @st.composite
 def mode_pairs(draw: st.DrawFn, knob: str) -> tuple[str, str, dict[str, float], list[float]]:
-    device = draw(st.sampled_from(device_types()))
+    device = draw(st.sampled_from(board_names()))
     workload = draw(st.sampled_from(GPU_HEAVY))
     space = get_space(device)
     mode = {k.name: draw(st.sampled_from(k.values)) for k in space.knobs}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from powertrain.boards import board_names, get_space
 from powertrain.errors import ModeError, UnknownNameError
-from powertrain.jetson_tables import device_types, get_space
 from powertrain.space import JETSON_KNOBS, ModeSpace
 
 
@@ -51,7 +51,7 @@ def test_table_endpoints() -> None:
     assert get_space("orin-nano").knob("cpu_mhz").high == pytest.approx(1510.4)
 
 
-@pytest.mark.parametrize("device", device_types())
+@pytest.mark.parametrize("device", board_names())
 def test_every_preset_is_a_member(device: str) -> None:
     space = get_space(device)
     assert space.presets, f"{device} has no presets"
@@ -70,7 +70,7 @@ def test_preset_lookup_is_forgiving_about_spelling() -> None:
 
 
 def test_maxn_is_the_top_of_every_table() -> None:
-    for device in device_types():
+    for device in board_names():
         space = get_space(device)
         assert space.preset("MAXN" if "MAXN" in space.presets else "15W").mode == space.max_mode()
 

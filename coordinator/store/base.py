@@ -31,9 +31,6 @@ from typing import Any
 import pandas as pd
 
 from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError, StoreError
-from powertrain.errors import InvalidParameterError
-from powertrain.predictor.state import PredictorState
-from powertrain.space import ModeSpace
 from powerfleet.serde import (
     MAX_ARTIFACT_BYTES,
     ArtifactError,
@@ -43,6 +40,9 @@ from powerfleet.serde import (
     inspect_predictor,
     load_predictor,
 )
+from powertrain.errors import InvalidParameterError
+from powertrain.predictor.state import PredictorState
+from powertrain.space import ModeSpace
 
 log = logging.getLogger("powerfleet.store")
 

@@ -46,8 +46,8 @@ from coordinator.store.errors import (
     LockTimeoutError,
     StoreError,
 )
+from powertrain.boards import get_space
 from powertrain.errors import InvalidParameterError, UnknownNameError, check_range
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.sampling import sample_modes
 from powertrain.space import ModeSpace

@@ -7,8 +7,8 @@ backend that sees them.
 
 from __future__ import annotations
 
-from powertrain.errors import PowerfleetError
 from powerfleet.serde import ArtifactError
+from powertrain.errors import PowerfleetError
 
 
 class StoreError(PowerfleetError):

@@ -36,8 +36,8 @@ from coordinator.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from powertrain.errors import InvalidParameterError, PowerfleetError
 from powerfleet.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
+from powertrain.errors import InvalidParameterError, PowerfleetError
 
 SCHEMA_VERSION = 1
 _META_COLS = ("device_type, workload, version, artifact_id, kind, parent_id, n_samples, created_at, "

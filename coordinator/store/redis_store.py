@@ -48,8 +48,8 @@ from coordinator.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from powertrain.errors import InvalidParameterError, PowerfleetError
 from powerfleet.serde import MAX_ARTIFACT_BYTES, ArtifactError, ArtifactInfo, inspect_profile
+from powertrain.errors import InvalidParameterError, PowerfleetError
 
 DEFAULT_NAMESPACE = "powerfleet:v1"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}(?<!:)$")

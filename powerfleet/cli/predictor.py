@@ -11,15 +11,15 @@ import pandas as pd
 import typer
 
 from powerfleet.cli._common import err, out
+from powerfleet.serde import artifact_id, load_model, save_model
+from powertrain.boards import board_names, get_space
 from powertrain.errors import InvalidParameterError
-from powertrain.jetson_tables import device_types, get_space
 from powertrain.optimize import OBJECTIVES, Choice, ModeTable
 from powertrain.pareto import pareto_front
 from powertrain.predictor import TRANSFER_METHODS, PowerTrainPredictor
 from powertrain.predictor.baselines import accuracy_table
 from powertrain.profile_io import atomic_output, read_profile
 from powertrain.space import JETSON_KNOBS
-from powerfleet.serde import artifact_id, load_model, save_model
 
 
 def register(app: typer.Typer) -> None:
@@ -229,4 +229,4 @@ def _report(model: PowerTrainPredictor, headline: str) -> None:
 
 
 def _is_jetson(device_type: str) -> bool:
-    return device_type in device_types()
+    return device_type in board_names()

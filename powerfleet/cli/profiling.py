@@ -9,9 +9,9 @@ import pandas as pd
 import typer
 
 from powerfleet.cli._common import err, out, progress_bar
+from powertrain.boards import get_space
 from powertrain.devices import Device, make_device
 from powertrain.errors import InvalidParameterError
-from powertrain.jetson_tables import get_space
 from powertrain.profile_io import read_profile, write_modes, write_profile
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import STRATEGIES, sample_modes

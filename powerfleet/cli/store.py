@@ -165,8 +165,8 @@ def export_cmd(
     profiles: Annotated[bool, typer.Option(help="Include the pairs' samples (bundle only).")] = True,
 ) -> None:
     """Write artifacts (and samples) to files for air-gapped boards; every digest is verified."""
-    from powertrain.profile_io import atomic_output
     from powerfleet.serde import Bundle, BundleEntry, encode_bundle
+    from powertrain.profile_io import atomic_output
 
     if fmt not in ("bundle", "models"):
         raise InvalidParameterError(f"--format {fmt!r} must be bundle or models")

@@ -21,65 +21,14 @@ one call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from powertrain.errors import UnknownNameError
+from powertrain.boards.spec import BoardPhysics
 from powertrain.workloads import Workload
 
 FloatArray = np.ndarray
-
-
-@dataclass(frozen=True)
-class VfCurve:
-    """Voltage/frequency curve of one rail: flat ``v_min`` up to ``knee_mhz``, then rising."""
-
-    knee_mhz: float
-    max_mhz: float
-    v_min: float
-    v_max: float
-    exponent: float = 1.3
-
-    def volts(self, f_mhz: FloatArray) -> FloatArray:
-        """Rail voltage (V) at frequency ``f_mhz``."""
-        x = np.clip((np.asarray(f_mhz, float) - self.knee_mhz) / (self.max_mhz - self.knee_mhz), 0, 1)
-        return self.v_min + (self.v_max - self.v_min) * x**self.exponent
-
-
-@dataclass(frozen=True)
-class BoardPhysics:
-    """Hardware constants of one Jetson board type (nominal unit)."""
-
-    name: str
-    gpu_cuda_cores: int
-    gpu_tpcs: int
-    gpu_arch_efficiency: float  # achieved/peak FP32 ratio of the architecture (dual-issue etc.)
-    gpu_elem_efficiency: float  # fraction of peak memory-bound kernels reach on their FLOPs
-    mem_bus_bytes: float  # bytes per EMC clock: BW = bus_bytes * f_emc
-    mem_efficiency: float  # achievable fraction of peak DRAM bandwidth
-    cpu_ipc: float  # per-clock speed relative to Cortex-A78AE
-    launch_kcycles: float  # host cycles per kernel launch (kcycles)
-    cpu_mem_stall: float  # host slowdown per unit of (f_emc_max / f_emc - 1)
-    gpu_vf: VfCurve
-    cpu_vf: VfCurve
-    base_w: float  # always-on SoC, IO and carrier rails
-    cpu_core_w: float  # dynamic power of one fully busy core at max clock and voltage
-    cpu_idle_core_w: float  # leakage of one online idle core at max voltage
-    gpu_dyn_w: float  # GPU dynamic power at max clock, activity 1, all TPCs
-    gpu_leak_w: float  # GPU leakage at max voltage and 25 C, all TPCs, when not rail-gated
-    mem_static_w_per_ghz: float  # EMC/DRAM background power per GHz of EMC clock
-    mem_pj_per_byte: float  # DRAM + controller energy per byte of traffic
-    thermal_r_c_per_w: float  # junction-to-ambient resistance with the fan at max
-    thermal_r_quiet_c_per_w: float  # ... with the quiet fan profile
-    thermal_tau_s: float  # thermal time constant
-    max_cpu_mhz: float = 0.0
-    max_gpu_mhz: float = 0.0
-    max_mem_mhz: float = 0.0
-    leak_doubling_c: float = 35.0  # leakage doubles every this many degrees
-    trip_c: float = 99.0  # passive throttling trip (cpu-thermal sw-throttle)
-    release_c: float = 96.0  # throttling steps back below this (hysteresis)
 
 
 @dataclass(frozen=True)
@@ -246,51 +195,3 @@ def steady_temperature_c(board: BoardPhysics, power_w: FloatArray | float, ambie
     u = unit or UnitVariation()
     r = board.thermal_r_c_per_w if fan == "max" else board.thermal_r_quiet_c_per_w
     return np.asarray(ambient_c + r * u.thermal_r * np.asarray(power_w, float))
-
-
-# ---------------------------------------------------------------- nominal boards
-_ORIN_AGX = BoardPhysics(
-    name="orin-agx", gpu_cuda_cores=2048, gpu_tpcs=8, gpu_arch_efficiency=0.85,
-    gpu_elem_efficiency=0.25, mem_bus_bytes=64.0, mem_efficiency=0.75, cpu_ipc=1.0,
-    launch_kcycles=40.0, cpu_mem_stall=0.02,
-    gpu_vf=VfCurve(420.0, 1300.5, 0.60, 0.98), cpu_vf=VfCurve(730.0, 2201.6, 0.60, 1.00),
-    base_w=6.35, cpu_core_w=1.15, cpu_idle_core_w=0.07, gpu_dyn_w=33.0, gpu_leak_w=1.3,
-    mem_static_w_per_ghz=0.45, mem_pj_per_byte=45.0,
-    thermal_r_c_per_w=0.95, thermal_r_quiet_c_per_w=1.9, thermal_tau_s=90.0,
-    max_cpu_mhz=2201.6, max_gpu_mhz=1300.5, max_mem_mhz=3199.0,
-)
-_XAVIER_AGX = BoardPhysics(
-    name="xavier-agx", gpu_cuda_cores=512, gpu_tpcs=4, gpu_arch_efficiency=1.0,
-    gpu_elem_efficiency=0.25, mem_bus_bytes=64.2, mem_efficiency=0.70, cpu_ipc=0.75,
-    launch_kcycles=40.0, cpu_mem_stall=0.02,
-    gpu_vf=VfCurve(520.0, 1377.0, 0.60, 1.05), cpu_vf=VfCurve(800.0, 2265.6, 0.60, 1.05),
-    base_w=6.45, cpu_core_w=1.35, cpu_idle_core_w=0.09, gpu_dyn_w=22.0, gpu_leak_w=1.1,
-    mem_static_w_per_ghz=0.55, mem_pj_per_byte=60.0,
-    thermal_r_c_per_w=1.3, thermal_r_quiet_c_per_w=2.6, thermal_tau_s=90.0,
-    max_cpu_mhz=2265.6, max_gpu_mhz=1377.0, max_mem_mhz=2133.0,
-)
-_ORIN_NANO = BoardPhysics(
-    name="orin-nano", gpu_cuda_cores=1024, gpu_tpcs=4, gpu_arch_efficiency=0.85,
-    gpu_elem_efficiency=0.25, mem_bus_bytes=32.0, mem_efficiency=0.75, cpu_ipc=1.0,
-    launch_kcycles=40.0, cpu_mem_stall=0.02,
-    gpu_vf=VfCurve(306.0, 624.75, 0.60, 0.82), cpu_vf=VfCurve(730.0, 1510.4, 0.60, 0.88),
-    base_w=3.95, cpu_core_w=0.62, cpu_idle_core_w=0.05, gpu_dyn_w=6.5, gpu_leak_w=0.45,
-    mem_static_w_per_ghz=0.35, mem_pj_per_byte=40.0,
-    thermal_r_c_per_w=3.0, thermal_r_quiet_c_per_w=5.5, thermal_tau_s=60.0,
-    max_cpu_mhz=1510.4, max_gpu_mhz=624.75, max_mem_mhz=2133.0,
-)
-BOARDS: dict[str, BoardPhysics] = {b.name: b for b in (_ORIN_AGX, _XAVIER_AGX, _ORIN_NANO)}
-
-
-def get_board(device_type: str) -> BoardPhysics:
-    """Nominal physics of a device type; unknown names list the valid ones."""
-    if device_type not in BOARDS:
-        raise UnknownNameError(
-            f"device {device_type!r} has no simulator model; valid devices: {', '.join(BOARDS)}"
-        )
-    return BOARDS[device_type]
-
-
-def with_overrides(board: BoardPhysics, **changes: Any) -> BoardPhysics:
-    """A copy of ``board`` with some constants changed (for sensitivity studies)."""
-    return replace(board, **changes)

@@ -17,18 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from powertrain.boards import BoardPhysics, get_board
 from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
 from powertrain.devices.physics import (
-    BoardPhysics,
     Evaluation,
     UnitVariation,
     evaluate,
-    get_board,
     idle_power_w,
     steady_temperature_c,
 )
 from powertrain.errors import DeviceError, check_choice, check_range
-from powertrain.jetson_tables import get_space
 from powertrain.space import Mode, ModeSpace
 from powertrain.workloads import Workload, get_workload
 
@@ -72,8 +70,9 @@ class SimulatedJetson(Device):
         ambient_c: float = 25.0,
         noise: NoiseModel | None = None,
     ) -> None:
-        self._space = get_space(device_type)
-        self._board: BoardPhysics = get_board(device_type)
+        spec = get_board(device_type)
+        self._space = spec.space
+        self._board: BoardPhysics = spec.physics
         check_range("unit", unit, low=0)
         check_choice("fan", fan, ["max", "quiet"])
         check_range("ambient_c", ambient_c, low=-20, high=60)

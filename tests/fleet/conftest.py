@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from coordinator.store import open_store
+from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor
 
 #: Run settings that keep bootstraps short in tests.

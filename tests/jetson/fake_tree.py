@@ -12,22 +12,21 @@ attempted write in order, and can inject failures or store other values than wri
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from powertrain.boards.orin_agx import CPU_KHZ as ORIN_AGX_CPU_KHZ
+from powertrain.boards.orin_agx import EMC_HZ as ORIN_AGX_EMC_HZ
+from powertrain.boards.orin_agx import GPU_HZ as ORIN_AGX_GPU_HZ
+from powertrain.boards.orin_nano import CPU_KHZ as ORIN_NANO_CPU_KHZ
+from powertrain.boards.orin_nano import EMC_HZ as ORIN_NANO_EMC_HZ
+from powertrain.boards.orin_nano import GPU_HZ as ORIN_NANO_GPU_HZ
+from powertrain.boards.xavier_agx import CPU_KHZ as XAVIER_AGX_CPU_KHZ
+from powertrain.boards.xavier_agx import EMC_HZ as XAVIER_AGX_EMC_HZ
+from powertrain.boards.xavier_agx import GPU_HZ as XAVIER_AGX_GPU_HZ
 from powertrain.devices.jetson.clocks_show import parse_clocks_show
 from powertrain.devices.jetson.sysfs import Sysfs
-from powertrain.jetson_tables import (
-    ORIN_AGX_CPU_KHZ,
-    ORIN_AGX_EMC_HZ,
-    ORIN_AGX_GPU_HZ,
-    ORIN_NANO_CPU_KHZ,
-    ORIN_NANO_EMC_HZ,
-    ORIN_NANO_GPU_HZ,
-    XAVIER_AGX_CPU_KHZ,
-    XAVIER_AGX_EMC_HZ,
-    XAVIER_AGX_GPU_HZ,
-)
 from tests.jetson import recorded
 
 ORIN_AGX_GPU_HZ_JP6 = [306000000, 408000000, 510000000, 612000000, 714000000, 816000000, 918000000,
@@ -50,7 +49,7 @@ class RailSpec:
 
 
 @dataclass(frozen=True)
-class BoardSpec:
+class FakeBoardSpec:
     """What a fake board looks like."""
 
     name: str
@@ -60,10 +59,10 @@ class BoardSpec:
     soc_id: str
     release: str
     clusters: tuple[tuple[int, ...], ...]
-    cpu_khz: list[int]
+    cpu_khz: Sequence[int]
     gpu_dir: str
-    gpu_hz: list[int]
-    emc_hz: list[int]
+    gpu_hz: Sequence[int]
+    emc_hz: Sequence[int]
     rails: tuple[RailSpec, ...]
     clocks_show: str
     gpu_alias: str | None = None  # /sys/class/devfreq symlink on JetPack 6
@@ -85,21 +84,21 @@ _ORIN_RAILS = _rails([(1, "VDD_GPU_SOC", 5000, 478), (2, "VDD_CPU_CV", 4975, 160
 _RELEASE_JP5 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64"
 _RELEASE_JP6 = "# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64"
 
-BOARDS: dict[str, BoardSpec] = {
-    "orin-agx-jp5": BoardSpec(
+BOARDS: dict[str, FakeBoardSpec] = {
+    "orin-agx-jp5": FakeBoardSpec(
         "orin-agx-jp5", "orin-agx", "NVIDIA Jetson AGX Orin Developer Kit",
         ("nvidia,p3737-0000+p3701-0000", "nvidia,p3701-0000", "nvidia,tegra234"), "35", _RELEASE_JP5,
         ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)), ORIN_AGX_CPU_KHZ,
         "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b", ORIN_AGX_GPU_HZ, ORIN_AGX_EMC_HZ,
         _ORIN_RAILS, recorded.CLOCKS_SHOW_ORIN_JP5),
-    "orin-agx-jp6": BoardSpec(
+    "orin-agx-jp6": FakeBoardSpec(
         "orin-agx-jp6", "orin-agx", "NVIDIA Jetson AGX Orin Developer Kit",
         ("nvidia,p3737-0000+p3701-0005", "nvidia,p3701-0005", "nvidia,tegra234"), "jep106:036b:0023",
         _RELEASE_JP6, ((0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)), ORIN_AGX_CPU_KHZ,
         "/sys/devices/platform/bus@0/17000000.gpu/devfreq/17000000.gpu", ORIN_AGX_GPU_HZ_JP6,
         ORIN_AGX_EMC_HZ, _ORIN_RAILS, recorded.CLOCKS_SHOW_ORIN_JP6,
         gpu_alias="/sys/class/devfreq/17000000.gpu"),
-    "xavier-agx": BoardSpec(
+    "xavier-agx": FakeBoardSpec(
         "xavier-agx", "xavier-agx", "NVIDIA Jetson AGX Xavier Developer Kit",
         ("nvidia,p2972-0000", "nvidia,tegra194"), "25", _RELEASE_JP5,
         ((0, 1), (2, 3), (4, 5), (6, 7)), XAVIER_AGX_CPU_KHZ,
@@ -107,7 +106,7 @@ BOARDS: dict[str, BoardSpec] = {
         _rails([(1, "GPU", 19000, 61), (2, "CPU", 19000, 20), (3, "SOC", 19000, 132)],
                [(1, "CV", 19000, 0), (2, "VDDRQ", 19000, 10), (3, "SYS5V", 5000, 538)]),
         recorded.CLOCKS_SHOW_XAVIER),
-    "orin-nano": BoardSpec(
+    "orin-nano": FakeBoardSpec(
         "orin-nano", "orin-nano", "NVIDIA Jetson Orin Nano Developer Kit",
         ("nvidia,p3768-0000+p3767-0005", "nvidia,p3767-0005", "nvidia,tegra234"), "35", _RELEASE_JP6,
         ((0, 1, 2, 3), (4, 5)), ORIN_NANO_CPU_KHZ,
@@ -124,7 +123,7 @@ EMC_CLK = "/sys/kernel/debug/bpmp/debug/clk/emc"
 class FakeKernel:
     """A :data:`~powertrain.devices.jetson.sysfs.Writer` with kernel-like checks and a write log."""
 
-    def __init__(self, root: Path, spec: BoardSpec) -> None:
+    def __init__(self, root: Path, spec: FakeBoardSpec) -> None:
         self.root = root
         self.spec = spec
         self.attempts: list[tuple[str, str]] = []  # every write tried, in order
@@ -171,7 +170,7 @@ class FakeBoard:
     """A built tree: its root, spec, kernel (writer) and a Sysfs bound to both."""
 
     root: Path
-    spec: BoardSpec
+    spec: FakeBoardSpec
     kernel: FakeKernel
     fs: Sysfs = field(init=False)
 
@@ -203,7 +202,7 @@ def _put(root: Path, kernel_path: str, content: str | bytes) -> None:
         path.write_text(content if content.endswith("\n") else content + "\n")
 
 
-def build_tree(root: Path, spec: BoardSpec, *, emc: str = "both", rails: str = "hwmon") -> FakeBoard:
+def build_tree(root: Path, spec: FakeBoardSpec, *, emc: str = "both", rails: str = "hwmon") -> FakeBoard:
     """Lay out ``spec`` under ``root``.
 
     ``emc``: both, bpmp, cap or none (which EMC control nodes exist); ``rails``: hwmon, iio or none.

@@ -18,14 +18,14 @@ from powertrain.devices.jetson import JetsonDevice
 from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.errors import DeviceError, DevicePermissionError, ModeError
 from powertrain.space import Mode
-from tests.jetson.fake_tree import BOARDS, CPU, EMC_CLK, BoardSpec, FakeBoard, build_tree
+from tests.jetson.fake_tree import BOARDS, CPU, EMC_CLK, FakeBoard, FakeBoardSpec, build_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 EMC_CAP = "/sys/kernel/nvpmodel_emc_cap/emc_iso_cap"
 
 
 # --------------------------------------------------------------------------- the oracle
-def expected_writes(files: dict[str, str], spec: BoardSpec, mode: Mode, emc: str) -> list[tuple[str, str]]:
+def expected_writes(files: dict[str, str], spec: FakeBoardSpec, mode: Mode, emc: str) -> list[tuple[str, str]]:
     """The writes the issue's rules call for, from the tree's current file contents.
 
     Online needed cores ascending; per cluster with an online core in the target, max then min

@@ -6,32 +6,43 @@ from pathlib import Path
 
 import pytest
 
+from powertrain.boards import board_names, get_board, get_space
 from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.devices.jetson.tables import (
-    NVPMODEL_CAPS,
     board_space,
     parse_cpu_list,
     read_tables,
-    resolve_cap,
 )
 from powertrain.errors import DeviceError
-from powertrain.jetson_tables import device_types, get_space
 from tests.jetson.fake_tree import BOARDS, FakeBoard, build_tree
 
 
-@pytest.mark.parametrize("device_type", device_types())
-def test_raw_caps_reproduce_the_builtin_presets(device_type: str) -> None:
-    """The caps this backend keeps resolve to exactly the presets in jetson_tables."""
-    space = get_space(device_type)
-    knobs = {k.name: k for k in space.knobs}
-    caps = NVPMODEL_CAPS[device_type]
-    assert [c.name for c in caps] == list(space.presets)
-    for cap in caps:
-        preset = resolve_cap(cap, knobs)
-        builtin = space.presets[cap.name]
-        assert preset.mode == builtin.mode, cap.name
+@pytest.mark.parametrize("device_type", board_names())
+def test_presets_resolve_raw_caps_like_cpufreq(device_type: str) -> None:
+    """Each preset is its nvpmodel caps resolved to the highest table entry not above the cap."""
+    board = get_board(device_type)
+    space = board.space
+    assert [c.name for c in board.nvpmodel] == list(space.presets)
+    for cap in board.nvpmodel:
+        preset = space.presets[cap.name]
+        assert space.contains(preset.mode), cap.name
+        for knob, cap_value, scale in (("cpu_mhz", cap.cpu_max_khz, 1e3), ("gpu_mhz", cap.gpu_max_hz, 1e6),
+                                       ("mem_mhz", cap.emc_max_hz, 1e6)):
+            values = space.knob(knob).values
+            if cap_value <= 0:
+                assert preset.mode[knob] == values[-1], (cap.name, knob)
+            else:
+                above = [v for v in values if v > preset.mode[knob]]
+                assert preset.mode[knob] <= cap_value / scale + 1e-3, (cap.name, knob)
+                assert not above or above[0] > cap_value / scale, (cap.name, knob)
         assert (preset.nvpmodel_id, preset.budget_w, preset.active_tpcs) == (
-            builtin.nvpmodel_id, builtin.budget_w, builtin.active_tpcs)
+            cap.nvpmodel_id, cap.budget_w, cap.active_tpcs)
+    # one pinned value per board, from the nvpmodel confs and the JP5 tables
+    pinned = {"orin-agx": ("MODE_30W", {"cpu_cores": 8, "cpu_mhz": 1728.0, "gpu_mhz": 522.75, "mem_mhz": 3199.0}),
+              "xavier-agx": ("MODE_10W", {"cpu_cores": 2, "cpu_mhz": 1190.4, "gpu_mhz": 420.75, "mem_mhz": 1065.6}),
+              "orin-nano": ("7W", {"cpu_cores": 4, "cpu_mhz": 960.0, "gpu_mhz": 408.0, "mem_mhz": 2133.0})}
+    name, mode = pinned[device_type]
+    assert space.presets[name].mode == pytest.approx(mode)
 
 
 def test_read_tables_of_each_board(board: FakeBoard) -> None:

@@ -21,8 +21,8 @@ from coordinator.store.builder import BuildSettings
 from coordinator.store.collect import DeviceCollector, ProfilingCost
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
+from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes

@@ -25,9 +25,9 @@ from coordinator.store.builder import (
 )
 from coordinator.store.collect import DeviceCollector
 from coordinator.store.errors import CorruptArtifactError, StoreError
+from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
 from powertrain.errors import InvalidParameterError, UnknownNameError
-from powertrain.jetson_tables import get_space
 from powertrain.predictor import PredictorState
 from powertrain.sampling import sample_modes
 from tests.store.conftest import (

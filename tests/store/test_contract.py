@@ -15,9 +15,9 @@ import pytest
 from coordinator.store.base import BackendStore
 from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError, StoreError
 from coordinator.store.local_store import LocalModelStore
+from powerfleet.serde import ArtifactError, artifact_id, encode_predictor
 from powertrain.errors import InvalidParameterError
 from powertrain.predictor import PredictorState
-from powerfleet.serde import ArtifactError, artifact_id, encode_predictor
 from tests.store.conftest import overwrite_blob, raw_blob, variant
 
 REF = ("orin-agx", "resnet18-imagenet")

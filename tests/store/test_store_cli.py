@@ -12,8 +12,8 @@ import pytest
 
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
-from powertrain.predictor import PredictorState
 from powerfleet.serde import load_model
+from powertrain.predictor import PredictorState
 from tests.store.conftest import variant
 
 NANO = ("orin-nano", "lstm-wikitext")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from powertrain.boards import BOARDS
 from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.errors import DeviceError
 
@@ -24,29 +25,35 @@ RELEASE_PATH = "/etc/nv_tegra_release"
 #: SoC id -> SoC name.
 SOC_NAMES = {25: "tegra194", 35: "tegra234"}
 
-#: Module P-number prefix -> (family SoC id, {suffix: device type or None = no tables}).
-_MODULES: dict[str, tuple[int, dict[str, str | None]]] = {
-    "p3701": (35, {"0000": "orin-agx", "0005": "orin-agx", "0004": "orin-agx", "0008": "orin-agx"}),
-    "p3767": (35, {"0003": "orin-nano", "0004": "orin-nano", "0005": "orin-nano",
-                   "0000": None, "0001": None}),
-    "p2888": (25, {}),  # every AGX Xavier module variant
-    "p3668": (25, {"0000": None, "0001": None, "0003": None}),  # Xavier NX
+#: Jetson modules without built-in tables: P-number prefix -> (SoC id, module name, suffixes).
+_WITHOUT_TABLES: dict[str, tuple[int, str, tuple[str, ...]]] = {
+    "p3767": (35, "Orin NX/Nano", ("0000", "0001")),  # Orin NX 16GB / 8GB
+    "p3668": (25, "Xavier NX", ("0000", "0001", "0003")),
 }
+#: Model-string fragments of Jetsons without built-in tables.
+_FRAGMENTS_WITHOUT_TABLES: tuple[tuple[str, int], ...] = (("orin nx", 35), ("xavier nx", 25))
 _MODULE_NAMES = {"p3701": "AGX Orin", "p3767": "Orin NX/Nano", "p2888": "AGX Xavier", "p3668": "Xavier NX"}
+
+
+def _module_table() -> dict[str, tuple[int, dict[str, str | None]]]:
+    """P-number prefix -> (family SoC id, {suffix ("*" = any): device type or None = no tables})."""
+    table: dict[str, tuple[int, dict[str, str | None]]] = {
+        prefix: (soc, dict.fromkeys(suffixes)) for prefix, (soc, _, suffixes) in _WITHOUT_TABLES.items()}
+    for board in BOARDS.values():
+        for module in board.sysfs.modules:
+            prefix, suffix = module.split("-")
+            table.setdefault(prefix, (board.sysfs.soc_id, {}))[1][suffix] = board.name
+    return table
+
+
+_MODULES = _module_table()
 #: Model-string fragments, checked in order when no module P-number is known.
 _MODEL_FRAGMENTS: tuple[tuple[str, str | None, int], ...] = (
-    ("agx orin", "orin-agx", 35),
-    ("orin nano", "orin-nano", 35),
-    ("orin nx", None, 35),
-    ("xavier nx", None, 25),
-    ("agx xavier", "xavier-agx", 25),
-    ("jetson-agx", "xavier-agx", 25),  # L4T r32 downstream device tree of the AGX Xavier
+    *((f, b.name, b.sysfs.soc_id) for b in BOARDS.values() for f in b.sysfs.model_fragments),
+    *((f, None, soc) for f, soc in _FRAGMENTS_WITHOUT_TABLES),
 )
-_FAMILY_SOC = {"orin-agx": 35, "orin-nano": 35, "xavier-agx": 25}
-_NOTES = {
-    ("p3701", "0004"): "8-core AGX Orin 32GB production module: built-in presets are those of p3701-0000",
-    ("p3701", "0008"): "AGX Orin Industrial: built-in presets are those of p3701-0000",
-}
+_NOTES = {tuple(module.split("-")): note for b in BOARDS.values() for module, note in b.sysfs.modules.items()
+          if note}
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,7 @@ def identify(model: str, compatible: Sequence[str] = (), soc_id: int | None = No
     if module is not None:
         prefix, suffix = module.split("-")
         family_soc, variants = _MODULES[prefix]
-        if prefix == "p2888":
-            device_type = "xavier-agx"
-        elif suffix in variants:
-            device_type = variants[suffix]
-        else:
-            device_type = None
+        device_type = variants.get(suffix, variants.get("*"))
         note = _NOTES.get((prefix, suffix), "")
         if device_type is None:
             note = f"{_MODULE_NAMES[prefix]} module {module} has no built-in tables"
@@ -118,7 +120,7 @@ def identify(model: str, compatible: Sequence[str] = (), soc_id: int | None = No
                 family_soc = soc_id
                 note = f"model {model!r} is not a known Jetson module"
     if device_type is not None:
-        family_soc = _FAMILY_SOC[device_type]
+        family_soc = BOARDS[device_type].sysfs.soc_id
     if soc_id is not None and family_soc is not None and soc_id != family_soc:
         raise DeviceError(
             f"SoC id {soc_id} ({SOC_NAMES.get(soc_id, 'unknown')}) contradicts model {model!r} "

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from powertrain.boards import board_names, get_space
 from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
 from powertrain.devices.jetson.control import BoardControl
 from powertrain.devices.jetson.detect import BoardIdentity, detect_board
@@ -36,7 +37,6 @@ from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.devices.jetson.tables import BoardTables, board_space, read_tables
 from powertrain.devices.jetson.tegrastats import TegrastatsSampler
 from powertrain.errors import DeviceError, check_choice, check_range
-from powertrain.jetson_tables import device_types, get_space
 from powertrain.space import Mode, ModeSpace
 from powertrain.workloads import get_workload
 
@@ -111,10 +111,10 @@ class JetsonDevice(Device):
                 raise DeviceError(
                     f"cannot tell the device type of {self.identity.model!r}"
                     f"{' (' + self.identity.note + ')' if self.identity.note else ''}; "
-                    f"name one: jetson:{'|jetson:'.join(device_types())}"
+                    f"name one: jetson:{'|jetson:'.join(board_names())}"
                 )
             return detected
-        check_choice("device", requested, device_types())
+        check_choice("device", requested, board_names())
         if detected is not None and detected != requested:
             raise DeviceError(f"device type {requested!r} does not match this board: "
                               f"{self.identity.model!r} is {detected!r}")

@@ -1,10 +1,11 @@
 """The board's own tables: CPU topology, CPU/GPU/EMC frequencies, and the mode space built on them.
 
-Frequencies are read from sysfs rather than trusted from :mod:`powertrain.jetson_tables`
-(JetPack 6 changed the AGX Orin GPU table, the Orin Nano "Super" firmware raised its clocks);
-each difference from the built-in table is reported as a warning and the board's table wins.
-Presets are re-resolved from the raw nvpmodel caps (:data:`NVPMODEL_CAPS`) against the board's
-tables, the way cpufreq/devfreq resolve a cap: the highest entry not above it.
+Frequencies are read from sysfs rather than trusted from the built-in tables of
+:mod:`powertrain.boards` (JetPack 6 changed the AGX Orin GPU table, the Orin Nano "Super"
+firmware raised its clocks); each difference from the built-in table is reported as a warning
+and the board's table wins. Presets are re-resolved from the board type's raw nvpmodel caps
+(``BoardSpec.nvpmodel``) against the board's tables, the way cpufreq/devfreq resolve a cap:
+the highest entry not above it.
 """
 
 from __future__ import annotations
@@ -12,65 +13,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from powertrain.boards import BOARDS, get_board, resolve_cap
 from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.errors import DeviceError
-from powertrain.jetson_tables import get_space
-from powertrain.space import JETSON_KNOBS, Knob, ModeSpace, Preset
+from powertrain.space import JETSON_KNOBS, Knob, ModeSpace
 
 CPU_DIR = "/sys/devices/system/cpu"
-#: GPU devfreq directories, newest layout first: JetPack 6 Orin, Orin JP5 (ga10b), Xavier (gv11b).
-GPU_DEVFREQ_DIRS = (
-    "/sys/devices/platform/bus@0/17000000.gpu/devfreq/17000000.gpu",
-    "/sys/class/devfreq/17000000.gpu",
-    "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b",
-    "/sys/devices/gpu.0/devfreq/17000000.ga10b",
-    "/sys/devices/17000000.gv11b/devfreq/17000000.gv11b",
-    "/sys/devices/gpu.0/devfreq/17000000.gv11b",
-)
+#: GPU devfreq directories of every board type, newest layout first (JetPack 6 Orin, Orin JP5, Xavier).
+GPU_DEVFREQ_DIRS = tuple(dict.fromkeys(d for b in BOARDS.values() for d in b.sysfs.gpu_devfreq_dirs))
 EMC_BPMP_DIR = "/sys/kernel/debug/bpmp/debug/clk/emc"
 EMC_POSSIBLE_RATES = "/sys/kernel/debug/bpmp/debug/emc/possible_rates"  # kHz
 #: nvpmodel's EMC cap node: JetPack 5 and JetPack 6 ("KNEXT") names.
 EMC_CAP_FILES = ("/sys/kernel/nvpmodel_emc_cap/emc_iso_cap", "/sys/kernel/nvpmodel_clk_cap/emc")
-
-
-@dataclass(frozen=True)
-class NvpmodelCap:
-    """One nvpmodel preset as written in its ``.conf``: caps, -1 (or 0 for EMC) = no cap."""
-
-    name: str
-    nvpmodel_id: int
-    budget_w: float | None
-    cores: int
-    cpu_max_khz: int
-    gpu_max_hz: int
-    emc_max_hz: int
-    active_tpcs: int
-    note: str = ""
-
-
-#: Raw caps from the nvpmodel confs (jetson-hw.md §1.6): p3701_0000, t194, p3767_0003.
-NVPMODEL_CAPS: dict[str, tuple[NvpmodelCap, ...]] = {
-    "orin-agx": (
-        NvpmodelCap("MAXN", 0, None, 12, -1, -1, -1, 8, "no cap; module up to 60 W"),
-        NvpmodelCap("MODE_15W", 1, 15.0, 4, 1113600, 408000000, 2133000000, 3, "TPC_PG_MASK 248"),
-        NvpmodelCap("MODE_30W", 2, 30.0, 8, 1728000, 612000000, -1, 4, "default; TPC_PG_MASK 240"),
-        NvpmodelCap("MODE_50W", 3, 50.0, 12, 1497600, 816000000, -1, 8, "TPC_PG_MASK 0"),
-    ),
-    "xavier-agx": (
-        NvpmodelCap("MAXN", 0, None, 8, -1, -1, 0, 4),
-        NvpmodelCap("MODE_10W", 1, 10.0, 2, 1200000, 520000000, 1065600000, 2, "TPC mask 5"),
-        NvpmodelCap("MODE_15W", 2, 15.0, 4, 1200000, 670000000, 1331200000, 4, "Linux default"),
-        NvpmodelCap("MODE_30W_ALL", 3, 30.0, 8, 1200000, 900000000, 1600000000, 4),
-        NvpmodelCap("MODE_30W_6CORE", 4, 30.0, 6, 1450000, 900000000, 1600000000, 4),
-        NvpmodelCap("MODE_30W_4CORE", 5, 30.0, 4, 1780000, 900000000, 1600000000, 4),
-        NvpmodelCap("MODE_30W_2CORE", 6, 30.0, 2, 2100000, 900000000, 1600000000, 4),
-        NvpmodelCap("MODE_15W_DESKTOP", 7, 15.0, 4, 2188800, 670000000, 1331200000, 4),
-    ),
-    "orin-nano": (
-        NvpmodelCap("15W", 0, 15.0, 6, -1, -1, 0, 4, "default"),
-        NvpmodelCap("7W", 1, 7.0, 4, 960000, 408000000, 2133000000, 2, "TPC_PG_MASK 252"),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -170,27 +124,13 @@ def _describe(values: tuple[float, ...]) -> str:
     return f"{values[0]:g}..{values[-1]:g} MHz, {len(values)} values"
 
 
-def resolve_cap(cap: NvpmodelCap, knobs: dict[str, Knob]) -> Preset:
-    """Turn raw nvpmodel caps into a mode of the given knob tables (highest entry not above a cap)."""
-
-    def capped(knob: Knob, cap_value: int, scale: float) -> float:
-        return knob.high if cap_value <= 0 else knob.floor(cap_value / scale)
-
-    mode = {
-        "cpu_cores": float(min(cap.cores, int(knobs["cpu_cores"].high))),
-        "cpu_mhz": capped(knobs["cpu_mhz"], cap.cpu_max_khz, 1e3),
-        "gpu_mhz": capped(knobs["gpu_mhz"], cap.gpu_max_hz, 1e6),
-        "mem_mhz": capped(knobs["mem_mhz"], cap.emc_max_hz, 1e6),
-    }
-    return Preset(cap.name, mode, cap.nvpmodel_id, cap.budget_w, cap.active_tpcs, cap.note)
-
-
 def board_space(device_type: str, tables: BoardTables) -> tuple[ModeSpace, list[str]]:
     """The mode space of this board, and one warning per table that differs from the built-in one.
 
     When every table matches, the built-in space itself is returned (same presets and grids).
     """
-    builtin = get_space(device_type)
+    board_type = get_board(device_type)
+    builtin = board_type.space
     board = {
         "cpu_cores": tuple(float(c) for c in range(1, len(tables.cpus) + 1)),
         "cpu_mhz": _mhz(tables.cpu_khz, 1e3),
@@ -212,7 +152,7 @@ def board_space(device_type: str, tables: BoardTables) -> tuple[ModeSpace, list[
     if not changed:
         return builtin, warnings
     knobs = {name: Knob(name, board[name], builtin.knob(name).unit) for name in JETSON_KNOBS}
-    presets = {cap.name: resolve_cap(cap, knobs) for cap in NVPMODEL_CAPS[device_type]}
+    presets = {cap.name: resolve_cap(cap, knobs) for cap in board_type.nvpmodel}
     grids: dict[str, dict[str, tuple[float, ...]]] = {}
     for grid_name, grid in builtin.grids.items():
         new_grid = {}
