@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from coordinator.config import RunConfig  # noqa: E402
 from coordinator.fleet import FleetSpec  # noqa: E402
-from coordinator.simulate import simulate  # noqa: E402
+from powerfleet.protocol.enums import Policy  # noqa: E402
+from powerfleet.sim.engines import simulate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 POLICIES = ("powertrain", "oracle", "maxn", "preset", "random")
@@ -48,7 +49,7 @@ def _run_one(fleet_file: Path, engine: str, rounds: int, store: str, deadline_s:
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     else:
-        cfg = RunConfig(num_server_rounds=rounds, deadline_s=deadline_s, power_cap_w=power_cap_w, policy=policy,
+        cfg = RunConfig(num_server_rounds=rounds, deadline_s=deadline_s, power_cap_w=power_cap_w, policy=Policy(policy),
                         store=store, seed=0)
         simulate(cfg, FleetSpec.load(fleet_file), engine=engine, out_dir=out)
     return time.perf_counter() - started
@@ -104,7 +105,7 @@ def workload_sweep(store: str, rounds: int) -> pd.DataFrame:
     for workload, deadline_s, work in SWEEP:
         res: dict[str, dict[str, Any]] = {}
         for policy in ("powertrain", "oracle", "maxn"):
-            cfg = RunConfig(num_server_rounds=rounds, workload=workload, policy=policy, store=store,
+            cfg = RunConfig(num_server_rounds=rounds, workload=workload, policy=Policy(policy), store=store,
                             deadline_s=deadline_s, local_minibatches=work, seed=0)
             res[policy] = simulate(cfg, fleet, engine="analytic").summary
         pt, orc, mx = res["powertrain"], res["oracle"], res["maxn"]

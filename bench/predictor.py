@@ -113,7 +113,7 @@ def optimization(ref: PowerTrainPredictor, seeds: int, targets: list[tuple[str, 
         dev = SimulatedJetson(device, unit=target_unit(device))
         presets = []
         for p in space.presets.values():
-            tpc = (p.active_tpcs or dev._board.gpu_tpcs) / dev._board.gpu_tpcs
+            tpc = dev.preset_tpc_fraction(p.name)
             perf = dev.true_performance(workload, pd.DataFrame([p.mode]), tpc_fraction=tpc)
             presets.append((p.budget_w if p.budget_w is not None else float("inf"), p.name,
                             float(perf.time_ms.iloc[0]), float(perf.power_w.iloc[0])))

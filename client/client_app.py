@@ -4,24 +4,29 @@ The node's device comes from ``node_config["device"]`` on a deployed SuperNode, 
 simulated fleet - from the fleet the coordinator broadcasts, indexed by the node's partition
 id. Per-node state that must survive between rounds (the predictor artifact, a simulated
 board's clock and temperature) lives in ``context.state``; the logic is in
-``client/runtime.py``.
+``client/runtime.py``. :func:`build_client_app` lets the simulation wrap the device (fault
+injection); the deployed ``app`` uses the device as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from client import protocol
 from client.runtime import NodeRuntime, predictor_table
-from powertrain.devices import make_device
+from powerfleet.protocol import messages
+from powerfleet.protocol.messages import TrainTask
+from powertrain.devices import Device, make_device
 from powertrain.errors import DeviceError
-
-app = ClientApp()
 
 _NODE = "powerfleet.node"
 _DEVICE = "powerfleet.device"
 _PREDICTOR = "powerfleet.predictor"
+
+#: Wraps a node's device for one train task: (device, task, partition id) -> device.
+DeviceHook = Callable[[Device, TrainTask, int], Device]
 
 
 def _runtime(context: Context) -> NodeRuntime:
@@ -42,10 +47,9 @@ def _int(value: object) -> int:
     raise DeviceError(f"node state field {value!r} is not an integer")
 
 
-@app.query()
 def query(msg: Message, context: Context) -> Message:
     """Report device type, unit, held predictor version and availability."""
-    q = protocol.query_from_records(msg.content)
+    q = messages.query_from_records(msg.content)
     cfg = context.node_config
     partition = _int(cfg.get("partition-id", 0))
     spec = str(cfg["device"]) if "device" in cfg else (q.fleet[partition] if partition < len(q.fleet) else "")
@@ -62,13 +66,12 @@ def query(msg: Message, context: Context) -> Message:
             context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
         held = context.state.config_records.get(_PREDICTOR)
         info = node.info(context.node_id, str(held["id"]) if held else "", True)
-    return Message(protocol.info_to_records(info), reply_to=msg)
+    return Message(messages.info_to_records(info), reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, context: Context, device_hook: DeviceHook | None = None) -> Message:
     """Choose a mode, train for real, measure, and reply with weights, metrics and samples."""
-    task, weights = protocol.task_from_records(msg.content)
+    task, weights = messages.task_from_records(msg.content)
     node = _runtime(context)
     table = None
     pid = ""
@@ -79,9 +82,29 @@ def train(msg: Message, context: Context) -> Message:
         artifact = held["artifact"]
         if isinstance(artifact, bytes):
             pid, table = predictor_table(artifact, node.device)
+    if device_hook is not None:
+        node.device = device_hook(node.device, task, node.partition_id)
     with node.device:  # the mode is held only while the node trains
         try:
             result, new_weights = node.train(context.node_id, task, weights, table, pid)
         finally:  # a simulated board's clock and energy advance even when the node dies
             context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
-    return Message(protocol.result_to_records(result, new_weights), reply_to=msg)
+    return Message(messages.result_to_records(result, new_weights), reply_to=msg)
+
+
+def build_client_app(device_hook: DeviceHook | None = None) -> ClientApp:
+    """A ClientApp answering ``query`` and ``train``; ``device_hook`` wraps the device per task."""
+    client_app = ClientApp()
+
+    @client_app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        return query(msg, context)
+
+    @client_app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return train(msg, context, device_hook)
+
+    return client_app
+
+
+app = build_client_app()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any
 
+from coordinator.reference import REFERENCE_SOURCES
+from powerfleet.protocol.enums import Policy, Selection
 from powertrain.errors import InvalidParameterError, check_choice, check_range
 from powertrain.optimize import OBJECTIVES
 from powertrain.workloads import get_workload
-
-POLICIES = ("powertrain", "maxn", "preset", "random", "oracle")
-SELECTIONS = ("deadline", "all")
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class RunConfig:
     min_minibatches: int = 10
     workload: str = "resnet18-imagenet"
     store: str = ""  # "" = the embedded store
-    policy: str = "powertrain"
-    selection: str = "deadline"
+    policy: Policy = Policy.POWERTRAIN
+    selection: Selection = Selection.DEADLINE
     margin_z: float = 2.0
     seed: int = 0
     dropout_rate: float = 0.0
@@ -55,8 +55,9 @@ class RunConfig:
         check_range("local-minibatches", self.local_minibatches, low=1)
         check_range("min-minibatches", self.min_minibatches, low=1, high=self.local_minibatches)
         get_workload(self.workload)
-        check_choice("policy", self.policy, POLICIES)
-        check_choice("selection", self.selection, SELECTIONS)
+        object.__setattr__(self, "policy", Policy(check_choice("policy", str(self.policy), list(Policy))))
+        object.__setattr__(self, "selection",
+                           Selection(check_choice("selection", str(self.selection), list(Selection))))
         check_range("margin-z", self.margin_z, low=0)
         check_range("dropout-rate", self.dropout_rate, low=0, high=1, high_inclusive=False)
         check_range("lr", self.lr, low=0, low_inclusive=False)
@@ -64,7 +65,7 @@ class RunConfig:
         check_range("profile-minibatches", self.profile_minibatches, low=1)
         check_range("refine-threshold-pct", self.refine_threshold_pct, low=0, low_inclusive=False)
         check_range("round-timeout-s", self.round_timeout_s, low=0, low_inclusive=False)
-        check_choice("reference-source", self.reference_source, ["sim", "store"])
+        check_choice("reference-source", self.reference_source, REFERENCE_SOURCES)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
@@ -83,7 +84,7 @@ class RunConfig:
 
     def to_run_config(self) -> dict[str, bool | float | int | str]:
         """The flat kebab-case form Flower carries."""
-        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+        return {k.replace("_", "-"): (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

@@ -123,3 +123,11 @@ class FleetSpec:
         if not isinstance(seed, int):
             raise DataFormatError(f"{p}: seed={seed!r} must be an integer")
         return cls.from_groups(str(data.get("name", p.stem)), groups, seed, str(p))
+
+
+def check_cap_above_idle(device_type: str, cap_w: float, idle_w: float | None) -> None:
+    """Refuse a power cap below a board's idle power (no mode can run under it); None: unknown."""
+    if idle_w is not None and cap_w < idle_w:
+        raise InvalidParameterError(
+            f"power-cap-w {cap_w:g} W is below the idle power of {device_type} (about {idle_w:.1f} W); "
+            "no mode can run under it")

@@ -9,8 +9,9 @@ import numpy as np
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from client import protocol
-from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
+from coordinator.rounds import Replies
+from powerfleet.protocol import messages as protocol
+from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainTask
 from powertrain.errors import PowerfleetError
 
 log = logging.getLogger("powerfleet.coordinator")
@@ -37,7 +38,7 @@ class FlowerBackend:
         for reply in self.grid.send_and_receive(messages, timeout=self.query_timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("node %s failed the query: %s", node, _first_line(reply.error.reason))
+                log.warning("node %s failed the query: %s", node, _error_summary(reply.error.reason))
                 continue
             try:
                 infos.append(protocol.info_from_records(reply.content, node))
@@ -45,17 +46,16 @@ class FlowerBackend:
                 log.warning("node %s sent a malformed query reply: %s", node, exc)
         return infos
 
-    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
-              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Send every task, wait up to ``timeout_s``, decode what came back."""
         messages = [Message(protocol.task_to_records(task, weights), dst_node_id=n,
                             message_type=MessageType.TRAIN, ttl=timeout_s + TTL_MARGIN_S,
                             group_id=f"round-{task.round}") for n, task in tasks.items()]
-        out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str] = {}
+        out: Replies = {}
         for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                out[node] = _first_line(reply.error.reason)
+                out[node] = _error_summary(reply.error.reason)
                 continue
             try:
                 out[node] = protocol.result_from_records(reply.content, node)
@@ -64,6 +64,8 @@ class FlowerBackend:
         return out
 
 
-def _first_line(text: str | None) -> str:
+def _error_summary(text: str | None) -> str:
+    """The exception line of an error reply: Flower sends the node's whole traceback, whose
+    last non-empty line names the exception and its message."""
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "error"

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class ClientRecord:
     """One node in one round."""
 
@@ -24,9 +26,10 @@ class ClientRecord:
     node_id: int
     device_type: str
     unit: int
-    status: str  # "on-time", "late", "dropped", "skipped"
+    status: ClientStatus
     bootstrap: bool
-    reason: str = ""
+    work_kind: WorkKind = WorkKind.NONE
+    reason: str = ""  # why it was selected, skipped or dropped, in words
     policy: str = ""
     mode: str = ""
     work_assigned: int = 0
@@ -42,6 +45,7 @@ class ClientRecord:
     power_cap_w: float = math.nan
     deadline_s: float = math.nan
     profiling_minibatches: int = 0
+    choice_kind: ChoiceKind = ChoiceKind.NONE
     choice: str = ""
 
     @property
@@ -56,7 +60,7 @@ class ClientRecord:
         return {**asdict(self), "over_cap_w": self.over_cap_w}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RoundRecord:
     """One round of the fleet."""
 
@@ -91,9 +95,9 @@ class RoundRecord:
 def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[ClientRecord],
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run summary other tools read (see the module docstring for the definitions)."""
-    replied = [c for c in clients if c.status in ("on-time", "late")]
+    replied = [c for c in clients if c.status.replied]
     scored = [c for c in replied if not c.bootstrap]
-    hits = sum(c.status == "on-time" for c in scored)
+    hits = sum(c.status == ClientStatus.ON_TIME for c in scored)
     over = [c.over_cap_w for c in scored]  # bootstrap profiling explores modes above the cap on purpose
     steady = [r for r in rounds if not r.bootstrap]
     final = next((r for r in reversed(rounds) if not math.isnan(r.accuracy)), None)
@@ -110,10 +114,10 @@ def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[Clie
         "profiling_minibatches": int(sum(r.profiling_minibatches for r in rounds)),
         "bootstrap_rounds": sum(r.bootstrap for r in rounds),
         "bootstrap_client_rounds_over_cap": sum(c.over_cap_w > 0 for c in replied if c.bootstrap),
-        "dropped_client_rounds": sum(c.status == "dropped" for c in clients),
-        "skipped_client_rounds": sum(c.status == "skipped" for c in clients),
-        "partial_work_client_rounds": sum(c.reason.startswith("partial") for c in replied),
-        "trimmed_client_rounds": sum(c.choice.startswith("trimmed") for c in replied),
+        "dropped_client_rounds": sum(c.status == ClientStatus.DROPPED for c in clients),
+        "skipped_client_rounds": sum(c.status == ClientStatus.SKIPPED for c in clients),
+        "partial_work_client_rounds": sum(c.work_kind == WorkKind.PARTIAL for c in replied),
+        "trimmed_client_rounds": sum(c.choice_kind == ChoiceKind.TRIMMED for c in replied),
         "mean_power_w": (float(sum(c.energy_j for c in replied)) / sum(c.time_s for c in replied))
         if replied and sum(c.time_s for c in replied) > 0 else math.nan,
     }

@@ -23,35 +23,39 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
-from client.task import evaluate, get_weights, make_dataset, new_model, set_weights
 from coordinator.config import RunConfig
-from coordinator.fleet import FleetSpec
+from coordinator.fleet import FleetSpec, check_cap_above_idle
 from coordinator.records import ClientRecord, RoundRecord, summarize
+from coordinator.reference import make_reference_source
 from coordinator.selection import SelectionInput, make_selection
 from coordinator.store import builder
 from coordinator.store.base import ModelStore
-from coordinator.store.collect import DeviceCollector
+from powerfleet.protocol.enums import ClientStatus, WorkKind
+from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
+from powerfleet.protocol.task import evaluate, get_weights, make_dataset, new_model, set_weights
 from powertrain.boards import get_space
-from powertrain.devices.simulated import SimulatedJetson
-from powertrain.errors import InvalidParameterError, PowerfleetError
+from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
-from powertrain.profiler import ProfileSettings
 
 log = logging.getLogger("powerfleet.coordinator")
+
+
+#: A node's reply: its result and updated weights, or why it failed.
+Reply = tuple[TrainResult, dict[str, np.ndarray]] | str
+#: Replies per node id; a node that is absent did not reply in time.
+Replies = dict[int, Reply]
 
 
 class FleetBackend(Protocol):
     """How the coordinator reaches its nodes (Flower grid, or the analytic engine)."""
 
-    real_training: bool
+    real_training: bool  # False: nodes only model time and energy, no weights come back
 
     def query(self, query: NodeQuery) -> list[NodeInfo]:
         """Every reachable node's info (available or not)."""
 
-    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
-              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Results per node; a string is why a node failed; absent nodes did not reply in time."""
 
 
@@ -117,6 +121,7 @@ class FleetCoordinator:
         self.fleet = fleet
         self.on_round = on_round
         self.selection = make_selection(config.selection)
+        self.reference = make_reference_source(config.reference_source, config.seed)
         self.rng = np.random.default_rng([config.seed, 4242])
         self.predictors: dict[str, PairPredictor] = {}
         self.bootstraps: dict[str, Bootstrap] = {}
@@ -131,7 +136,7 @@ class FleetCoordinator:
     # ------------------------------------------------------------------ setup
     def _query(self, rnd: int) -> list[NodeInfo]:
         specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
-        infos = self.backend.query(NodeQuery(rnd, self.cfg.workload, self.cfg.seed, specs, self.cfg.dropout_rate))
+        infos = self.backend.query(NodeQuery(round=rnd, workload=self.cfg.workload, fleet=specs))
         # Flower's node ids are random: order by what the nodes are, so runs repeat for a seed
         return sorted(infos, key=lambda i: (i.device_type, i.unit, i.partition_id, i.node_id))
 
@@ -142,11 +147,7 @@ class FleetCoordinator:
     def check_caps(self, infos: list[NodeInfo]) -> None:
         """Refuse a run whose cap is below a board's idle power (before any round)."""
         for info in infos:
-            cap = self.cap_for(info.device_type)
-            if info.idle_power_w and cap < info.idle_power_w:
-                raise InvalidParameterError(
-                    f"power-cap-w {cap:g} W is below the idle power of {info.device_type} "
-                    f"(about {info.idle_power_w:.1f} W); no mode can run under it")
+            check_cap_above_idle(info.device_type, self.cap_for(info.device_type), info.idle_power_w or None)
 
     def prepare(self, infos: list[NodeInfo]) -> None:
         """Load or plan a predictor for every device type present."""
@@ -159,8 +160,7 @@ class FleetCoordinator:
             # The reference is profiled once, on a full grid - not inside FL rounds.
             self._build_reference()
             plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
-        if plan.rule == builder.RULE_HIT:
-            assert plan.hit is not None
+        if plan.hit is not None:
             self._install(dtype, plan.hit.meta.version)
             self.build_notes[dtype] = f"reused {plan.hit.meta.label} from the store"
         else:
@@ -171,15 +171,9 @@ class FleetCoordinator:
 
     def _build_reference(self) -> None:
         ref_type, ref_workload = self.build_settings.reference_pair
-        if self.cfg.reference_source != "sim":
-            raise PowerfleetError(
-                f"the store {self.store.url} has no reference predictor ({ref_type}/{ref_workload}) and "
-                "reference-source is 'store'; import one with 'powerfleet store import' or use "
-                "reference-source='sim'")
-        log.info("building the reference %s/%s on a simulated board", ref_type, ref_workload)
-        board = SimulatedJetson(ref_type, unit=0, seed=self.cfg.seed)
-        builder.get_or_build(self.store, ref_type, ref_workload, DeviceCollector([board], ProfileSettings()),
-                             settings=self.build_settings)
+        collector = self.reference.collector(ref_type, ref_workload, self.store.url)
+        log.info("building the reference %s/%s (reference source %s)", ref_type, ref_workload, self.reference.name)
+        builder.get_or_build(self.store, ref_type, ref_workload, collector, settings=self.build_settings)
 
     def _install(self, dtype: str, version: int | None = None) -> None:
         meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
@@ -218,10 +212,10 @@ class FleetCoordinator:
             normal, tables, caps, self.cfg.deadline_s, self.cfg.local_minibatches, self.cfg.min_minibatches,
             self.cfg.margin_z, self.cfg.fraction), self.rng)
         tasks: dict[int, TrainTask] = {}
-        reasons: dict[int, str] = {}
+        why: dict[int, tuple[WorkKind, str]] = {}
         for a in chosen:
             tasks[a.node_id] = self._task(rnd, info_of[a.node_id], a.work, {})
-            reasons[a.node_id] = a.reason
+            why[a.node_id] = (a.kind, a.reason)
         for dtype, boot in self.bootstraps.items():
             nodes = [i for i in boot_nodes if i.device_type == dtype]
             missing = boot.missing()
@@ -229,18 +223,17 @@ class FleetCoordinator:
                 share = missing.iloc[j::len(nodes)]
                 modes = {k: share[k].astype(float).tolist() for k in share.columns}
                 tasks[info.node_id] = self._task(rnd, info, 0, modes)
-                reasons[info.node_id] = f"bootstrap: profiling {len(share)} modes"
-        failed = self._fail_draws(tasks)
-        if failed:
-            tasks = {n: (replace(t, fail=True) if n in failed else t) for n, t in tasks.items()}
+                why[info.node_id] = (WorkKind.BOOTSTRAP, f"bootstrap: profiling {len(share)} modes")
         bootstrap_round = bool(boot_nodes)
         timeout = self.cfg.round_timeout_s
         replies = self.backend.train(tasks, self.weights, timeout) if tasks else {}
-        records, updates = self._collect(rnd, tasks, replies, info_of, reasons, bootstrap_round)
-        records += [ClientRecord(rnd, s.node_id, info_of[s.node_id].device_type, info_of[s.node_id].unit,
-                                 "skipped", bootstrap_round, s.reason) for s in skipped]
-        records += [ClientRecord(rnd, i.node_id, i.device_type, i.unit, "dropped", bootstrap_round,
-                                 "unavailable at query") for i in unavailable]
+        records, updates = self._collect(rnd, tasks, replies, info_of, why, bootstrap_round)
+        records += [ClientRecord(round=rnd, node_id=s.node_id, device_type=info_of[s.node_id].device_type,
+                                 unit=info_of[s.node_id].unit, status=ClientStatus.SKIPPED,
+                                 bootstrap=bootstrap_round, reason=s.reason) for s in skipped]
+        records += [ClientRecord(round=rnd, node_id=i.node_id, device_type=i.device_type, unit=i.unit,
+                                 status=ClientStatus.DROPPED, bootstrap=bootstrap_round,
+                                 reason="unavailable at query") for i in unavailable]
         self._aggregate(updates)
         notes = self._learn(rnd, replies)
         loss, acc = (math.nan, math.nan)
@@ -262,14 +255,8 @@ class FleetCoordinator:
             profile_modes=profile_modes, profile_minibatches=self.cfg.profile_minibatches,
         )
 
-    def _fail_draws(self, tasks: Mapping[int, TrainTask]) -> set[int]:
-        if self.cfg.dropout_rate <= 0:
-            return set()
-        return {n for n in sorted(tasks) if self.rng.random() < self.cfg.dropout_rate}
-
-    def _collect(self, rnd: int, tasks: Mapping[int, TrainTask],
-                 replies: Mapping[int, tuple[TrainResult, dict[str, np.ndarray]] | str],
-                 info_of: Mapping[int, NodeInfo], reasons: Mapping[int, str],
+    def _collect(self, rnd: int, tasks: Mapping[int, TrainTask], replies: Mapping[int, Reply],
+                 info_of: Mapping[int, NodeInfo], why: Mapping[int, tuple[WorkKind, str]],
                  bootstrap_round: bool) -> tuple[list[ClientRecord], list[tuple[int, dict[str, np.ndarray]]]]:
         records: list[ClientRecord] = []
         updates: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -277,23 +264,26 @@ class FleetCoordinator:
             info = info_of[node_id]
             boot = bool(task.profile_modes)
             reply = replies.get(node_id)
+            kind, reason = why[node_id]
+            dropped = ClientRecord(
+                round=rnd, node_id=node_id, device_type=info.device_type, unit=info.unit,
+                status=ClientStatus.DROPPED, bootstrap=bootstrap_round, work_kind=kind,
+                reason=reply if isinstance(reply, str) else "no reply before the round timeout", policy=task.policy,
+                power_cap_w=task.power_cap_w, deadline_s=task.deadline_s, work_assigned=task.work_minibatches)
             if reply is None or isinstance(reply, str):
-                why = reply if isinstance(reply, str) else "no reply before the round timeout"
-                records.append(ClientRecord(rnd, node_id, info.device_type, info.unit, "dropped", bootstrap_round,
-                                            why, task.policy, power_cap_w=task.power_cap_w,
-                                            deadline_s=task.deadline_s, work_assigned=task.work_minibatches))
+                records.append(dropped)
                 continue
             res, weights = reply
             on_time = res.deadline_met or boot  # bootstrap rounds wait for the profiles
-            status = "on-time" if res.deadline_met else "late"
             if on_time and res.examples > 0 and weights:
                 updates.append((res.examples, weights))
-            records.append(ClientRecord(
-                rnd, node_id, res.device_type, res.unit, status, bootstrap_round, reasons.get(node_id, ""),
-                res.policy, ",".join(f"{k}={v:g}" for k, v in res.mode.items()), res.work_assigned,
-                res.work_planned, res.work_done, res.time_s, res.energy_j, res.mean_power_w, res.pred_time_s,
-                res.pred_power_w, res.pred_energy_j, res.true_power_w, task.power_cap_w, task.deadline_s,
-                res.profiling_minibatches, res.choice))
+            records.append(replace(
+                dropped, status=ClientStatus.ON_TIME if res.deadline_met else ClientStatus.LATE, reason=reason,
+                mode=",".join(f"{k}={v:g}" for k, v in res.mode.items()), work_planned=res.work_planned,
+                work_done=res.work_done, time_s=res.time_s, energy_j=res.energy_j, mean_power_w=res.mean_power_w,
+                pred_time_s=res.pred_time_s, pred_power_w=res.pred_power_w, pred_energy_j=res.pred_energy_j,
+                true_power_w=res.true_power_w, profiling_minibatches=res.profiling_minibatches,
+                choice_kind=res.choice_kind, choice=res.choice))
         return records, updates
 
     def _aggregate(self, updates: list[tuple[int, dict[str, np.ndarray]]]) -> None:
@@ -306,7 +296,7 @@ class FleetCoordinator:
                         .astype(np.float32) for k in keys}
         set_weights(self.model, self.weights)
 
-    def _learn(self, rnd: int, replies: Mapping[int, tuple[TrainResult, dict[str, np.ndarray]] | str]) -> str:
+    def _learn(self, rnd: int, replies: Mapping[int, Reply]) -> str:
         """Finish bootstraps with the round's profiles; refine predictors with its observations."""
         notes: list[str] = []
         by_type: dict[str, list[pd.DataFrame]] = {}
@@ -342,7 +332,7 @@ class FleetCoordinator:
 
     def _round_record(self, rnd: int, bootstrap: bool, records: list[ClientRecord], wall_s: float,
                       acc: float, loss: float, notes: str) -> RoundRecord:
-        replied = [c for c in records if c.status in ("on-time", "late")]
+        replied = [c for c in records if c.status.replied]
         energy = float(sum(c.energy_j for c in replied))
         busy = float(sum(c.time_s for c in replied))
         duration = max((c.time_s for c in replied), default=0.0)
@@ -355,11 +345,13 @@ class FleetCoordinator:
             by_type_d[c.device_type] = max(by_type_d.get(c.device_type, 0.0), c.time_s)
         versions = ",".join(f"{d}=v{p.version}" for d, p in sorted(self.predictors.items()))
         return RoundRecord(
-            round=rnd, bootstrap=bootstrap, selected=sum(c.status != "skipped" for c in records),
-            completed=sum(c.status == "on-time" or (bootstrap and c.status == "late") for c in records),
-            on_time=sum(c.status == "on-time" for c in records),
-            late=sum(c.status == "late" for c in records), dropped=sum(c.status == "dropped" for c in records),
-            skipped=sum(c.status == "skipped" for c in records), energy_j=energy,
+            round=rnd, bootstrap=bootstrap, selected=sum(c.status != ClientStatus.SKIPPED for c in records),
+            completed=sum(c.status == ClientStatus.ON_TIME or (bootstrap and c.status == ClientStatus.LATE)
+                          for c in records),
+            on_time=sum(c.status == ClientStatus.ON_TIME for c in records),
+            late=sum(c.status == ClientStatus.LATE for c in records),
+            dropped=sum(c.status == ClientStatus.DROPPED for c in records),
+            skipped=sum(c.status == ClientStatus.SKIPPED for c in records), energy_j=energy,
             mean_power_w=energy / busy if busy > 0 else math.nan, duration_s=duration, wall_s=wall_s,
             accuracy=acc, loss=loss, profiling_minibatches=sum(c.profiling_minibatches for c in records),
             predictor_versions=versions, energy_by_type_j=by_type_e, duration_by_type_s=by_type_d, notes=notes,

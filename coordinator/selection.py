@@ -16,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from client.protocol import NodeInfo
+from powerfleet.protocol.enums import Selection, WorkKind
+from powerfleet.protocol.messages import NodeInfo
+from powertrain.errors import check_choice
 from powertrain.optimize import Choice, ModeTable
 
 
@@ -26,7 +28,8 @@ class Assignment:
 
     node_id: int
     work: int
-    reason: str  # "full", "partial: ...", "all"
+    kind: WorkKind
+    reason: str  # in words: "full", "partial: 12 of 50 minibatches fit", ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class SelectionInput:
 class SelectionPolicy(Protocol):
     """Chooses the round's nodes and their work."""
 
-    name: str
+    name: Selection
 
     def select(self, inp: SelectionInput, rng: np.random.Generator) -> tuple[list[Assignment], list[Skip]]:
         """Selected nodes with their work, and the skipped ones with reasons."""
@@ -75,35 +78,35 @@ def _sample(assignments: list[Assignment], skipped: list[Skip], fraction: float,
 class DeadlineAwareSelection:
     """Skip nodes that cannot do the minimum work in time; give slow nodes partial work."""
 
-    name = "deadline"
+    name = Selection.DEADLINE
 
     def select(self, inp: SelectionInput, rng: np.random.Generator) -> tuple[list[Assignment], list[Skip]]:
         """See the module docstring."""
-        per_type: dict[str, tuple[int, str]] = {}
+        per_type: dict[str, tuple[int, WorkKind, str]] = {}
         for dtype in {n.device_type for n in inp.nodes}:
             table = inp.tables.get(dtype)
             if table is None:
-                per_type[dtype] = (inp.local_minibatches, "full (no predictor yet)")
+                per_type[dtype] = (inp.local_minibatches, WorkKind.FULL, "full (no predictor yet)")
                 continue
             res = table.choose(power_cap_w=inp.caps_w[dtype], objective="time", margin_z=inp.margin_z)
             if not isinstance(res, Choice):
-                per_type[dtype] = (0, f"no mode under {inp.caps_w[dtype]:g} W: {res.reason}")
+                per_type[dtype] = (0, WorkKind.NONE, f"no mode under {inp.caps_w[dtype]:g} W: {res.reason}")
                 continue
             fit = math.floor(inp.deadline_s * 1000.0 / res.time_ms_upper)
             if fit < inp.min_minibatches:
-                per_type[dtype] = (0, f"fastest mode under {inp.caps_w[dtype]:g} W needs "
-                                      f"{res.time_ms_upper:.0f} ms/minibatch: {fit} < {inp.min_minibatches} "
-                                      f"minibatches fit in {inp.deadline_s:g} s")
+                per_type[dtype] = (0, WorkKind.NONE, f"fastest mode under {inp.caps_w[dtype]:g} W needs "
+                                   f"{res.time_ms_upper:.0f} ms/minibatch: {fit} < {inp.min_minibatches} "
+                                   f"minibatches fit in {inp.deadline_s:g} s")
             elif fit < inp.local_minibatches:
-                per_type[dtype] = (fit, f"partial: {fit} of {inp.local_minibatches} minibatches fit")
+                per_type[dtype] = (fit, WorkKind.PARTIAL, f"partial: {fit} of {inp.local_minibatches} minibatches fit")
             else:
-                per_type[dtype] = (inp.local_minibatches, "full")
+                per_type[dtype] = (inp.local_minibatches, WorkKind.FULL, "full")
         chosen: list[Assignment] = []
         skipped: list[Skip] = []
         for n in inp.nodes:
-            work, reason = per_type[n.device_type]
+            work, kind, reason = per_type[n.device_type]
             if work > 0:
-                chosen.append(Assignment(n.node_id, work, reason))
+                chosen.append(Assignment(n.node_id, work, kind, reason))
             else:
                 skipped.append(Skip(n.node_id, reason))
         return _sample(chosen, skipped, inp.fraction, rng)
@@ -112,18 +115,18 @@ class DeadlineAwareSelection:
 class AllSelection:
     """Every available node, full local work (no predictor in the loop)."""
 
-    name = "all"
+    name = Selection.ALL
 
     def select(self, inp: SelectionInput, rng: np.random.Generator) -> tuple[list[Assignment], list[Skip]]:
         """See the module docstring."""
-        chosen = [Assignment(n.node_id, inp.local_minibatches, "all") for n in inp.nodes]
+        chosen = [Assignment(n.node_id, inp.local_minibatches, WorkKind.ALL, "all") for n in inp.nodes]
         return _sample(chosen, [], inp.fraction, rng)
 
 
-SELECTIONS: dict[str, type[DeadlineAwareSelection] | type[AllSelection]] = {
-    "deadline": DeadlineAwareSelection, "all": AllSelection}
+SELECTIONS: dict[Selection, type[DeadlineAwareSelection] | type[AllSelection]] = {
+    Selection.DEADLINE: DeadlineAwareSelection, Selection.ALL: AllSelection}
 
 
-def make_selection(name: str) -> SelectionPolicy:
+def make_selection(name: Selection | str) -> SelectionPolicy:
     """The selection policy called ``name``."""
-    return SELECTIONS[name]()
+    return SELECTIONS[Selection(check_choice("selection", str(name), list(Selection)))]()

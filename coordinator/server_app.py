@@ -18,6 +18,7 @@ from coordinator.flower_backend import FlowerBackend
 from coordinator.report import write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store
+from powertrain.errors import InvalidParameterError
 
 
 def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None,
@@ -53,4 +54,8 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for ``flwr run``: the config comes from ``[tool.flwr.app.config]``."""
-    run_fleet(grid, RunConfig.from_run_config(dict(context.run_config)))
+    cfg = RunConfig.from_run_config(dict(context.run_config))
+    if cfg.dropout_rate > 0:
+        raise InvalidParameterError(f"dropout-rate={cfg.dropout_rate:g} simulates node failures and applies to "
+                                    "'powerfleet simulate' only; a deployed fleet's failures are real")
+    run_fleet(grid, cfg)

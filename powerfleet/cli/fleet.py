@@ -52,16 +52,17 @@ def simulate_cmd(
     from coordinator.config import RunConfig
     from coordinator.fleet import FleetSpec
     from coordinator.report import SUMMARY_KEYS
-    from coordinator.simulate import ENGINES, check_fleet, simulate
     from coordinator.store import open_store
+    from powerfleet.sim.engines import ENGINES, check_fleet, simulate
 
     if engine not in ENGINES:
         raise InvalidParameterError(f"--engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
     store_url = store if store is not None else os.environ.get("POWERFLEET_STORE", "")
-    cfg = RunConfig(num_server_rounds=rounds, deadline_s=deadline_s, power_cap_w=power_cap_w, objective=objective,
-                    policy=policy, selection=selection, workload=workload, local_minibatches=local_minibatches,
-                    min_minibatches=min_minibatches, fraction=fraction, margin_z=margin_z,
-                    dropout_rate=dropout_rate, store=store_url, seed=seed)
+    cfg = RunConfig.from_run_config({
+        "num-server-rounds": rounds, "deadline-s": deadline_s, "power-cap-w": power_cap_w, "objective": objective,
+        "policy": policy, "selection": selection, "workload": workload, "local-minibatches": local_minibatches,
+        "min-minibatches": min_minibatches, "fraction": fraction, "margin-z": margin_z,
+        "dropout-rate": dropout_rate, "store": store_url, "seed": seed})
     spec = FleetSpec.load(fleet)
     check_fleet(cfg, spec)  # every bad input fails here, before anything starts
     open_store(cfg.store or None).close()

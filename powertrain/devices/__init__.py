@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
+from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.errors import InvalidParameterError, UnknownNameError
 
@@ -105,6 +105,7 @@ __all__ = [
     "BACKENDS",
     "Device",
     "DeviceInfo",
+    "GroundTruth",
     "NoiseModel",
     "RunResult",
     "SimulatedJetson",

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from powertrain.space import Mode, ModeSpace
 
@@ -45,6 +46,18 @@ class RunResult:
     def mean_time_ms(self) -> float:
         """Mean per-minibatch time over the window."""
         return float(np.mean(self.minibatch_time_ms)) if self.minibatch_time_ms.size else 0.0
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Noise-free steady-state time and power of some modes, and how noisy a measurement is.
+
+    Only a simulated board knows this; the oracle policy and power-cap judgements use it.
+    """
+
+    frame: pd.DataFrame  # knob columns, time_ms, power_w; one row per mode
+    time_sigma: float  # relative 1-sigma noise of one measured window's time
+    power_sigma: float  # ... of its mean power
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,17 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def idle(self, duration_s: float) -> None:
         """Let the board sit idle for ``duration_s`` (advances a virtual clock; meters energy)."""
+
+    # ------------------------------------------------------------------ optional capabilities
+    def idle_power_w(self) -> float | None:
+        """Idle power in the lowest mode (W): the floor any power cap must clear; None if unknown."""
+        return None
+
+    def ground_truth(self, workload: str, modes: pd.DataFrame, *,
+                     preset: str | None = None) -> GroundTruth | None:
+        """Noise-free steady state of ``modes`` (applied as ``preset``, with its TPC gating, if
+        given); None on a board that can only be measured, as every real one."""
+        return None
 
     def info(self) -> DeviceInfo:
         """Describe this device."""

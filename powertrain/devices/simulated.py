@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from powertrain.boards import BoardPhysics, get_board
-from powertrain.devices.base import Device, DeviceInfo, RunResult, StepFn
+from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
 from powertrain.devices.physics import (
     Evaluation,
     UnitVariation,
@@ -114,10 +114,10 @@ class SimulatedJetson(Device):
         """The board's mode space."""
         return self._space
 
-    @property
-    def gpu_tpcs(self) -> int:
-        """GPU TPCs of the board (presets may power-gate some of them)."""
-        return self._board.gpu_tpcs
+    def preset_tpc_fraction(self, name: str) -> float:
+        """Share of the GPU's TPCs a preset leaves powered (its TPC_PG_MASK)."""
+        active = self._space.preset(name).active_tpcs
+        return (active or self._board.gpu_tpcs) / self._board.gpu_tpcs
 
     @property
     def temperature_c(self) -> float:
@@ -137,9 +137,7 @@ class SimulatedJetson(Device):
 
     def apply_preset(self, name: str) -> Mode:
         """Set an nvpmodel preset including its TPC power gating (a mask change reboots)."""
-        preset = self._space.preset(name)
-        tpcs = preset.active_tpcs or self._board.gpu_tpcs
-        self._switch(self._space.validate(preset.mode), tpcs / self._board.gpu_tpcs)
+        self._switch(self._space.validate(self._space.preset(name).mode), self.preset_tpc_fraction(name))
         return dict(self._mode)
 
     def current_mode(self) -> Mode:
@@ -253,13 +251,19 @@ class SimulatedJetson(Device):
         except (KeyError, ValueError, TypeError) as exc:
             raise DeviceError(f"simulated device snapshot is incomplete or malformed: {exc}") from None
 
-    def steady_idle_power_w(self) -> float:
+    def idle_power_w(self) -> float:
         """Idle power in the lowest mode at ambient temperature (the floor any cap must clear)."""
         m = self._space.min_mode()
         return idle_power_w(self._board, m["cpu_cores"], m["cpu_mhz"], m["mem_mhz"], None,
                             temp_c=self._ambient_c, unit=self._variation)
 
     # ------------------------------------------------------------------ ground truth
+    def ground_truth(self, workload: str, modes: pd.DataFrame, *, preset: str | None = None) -> GroundTruth:
+        """Noise-free steady state of ``modes`` and this board's window noise (see ``Device``)."""
+        tpc = 1.0 if preset is None else self.preset_tpc_fraction(preset)
+        return GroundTruth(self.true_performance(workload, modes, tpc_fraction=tpc),
+                           self._noise.time_window_sigma, self._noise.power_window_sigma)
+
     def true_performance(self, workload: str, modes: pd.DataFrame | None = None,
                          tpc_fraction: float = 1.0) -> pd.DataFrame:
         """Noise-free steady-state time (ms) and power (W) of ``modes`` on this unit.

@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from client.task import evaluate, make_dataset, new_model
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec
 from coordinator.records import RoundRecord
 from coordinator.report import SUMMARY_KEYS
-from coordinator.simulate import simulate
 from coordinator.store import open_store
+from powerfleet.protocol.task import evaluate, make_dataset, new_model
+from powerfleet.sim.engines import simulate
 from tests.fleet.conftest import FAST
 from tests.procs import PrivateRedis, free_port
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from client import policies
-from powertrain.devices import SimulatedJetson
+from powertrain.devices import GroundTruth, SimulatedJetson
 from powertrain.errors import InvalidParameterError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import Prediction
@@ -85,7 +85,9 @@ def test_oracle_uses_truth_and_needs_a_simulated_board() -> None:
     assert truth.power_w.iloc[0] <= 25.0 and truth.time_ms.iloc[0] * 52 <= 20_000
 
     class NoTruth(SimulatedJetson):
-        true_performance = None  # type: ignore[assignment]
+        def ground_truth(self, workload: str, modes: pd.DataFrame, *,  # type: ignore[override]
+                         preset: str | None = None) -> GroundTruth | None:
+            return None  # a board that can only be measured, as a real one
 
     with pytest.raises(InvalidParameterError, match="oracle needs a simulated device"):
         policies.plan("oracle", NoTruth("orin-agx"), work=5, deadline_s=20.0, power_cap_w=25.0,

@@ -7,18 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.protocol import NodeInfo
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec
 from coordinator.selection import AllSelection, DeadlineAwareSelection, SelectionInput
-from coordinator.simulate import check_fleet
+from powerfleet.protocol.enums import Policy
+from powerfleet.protocol.messages import NodeInfo
+from powerfleet.sim.engines import check_fleet
 from powertrain.devices import SimulatedJetson
 from powertrain.errors import DataFormatError, InvalidParameterError, UnknownNameError
 from tests.fleet.test_policies import exact_table
 
 
 def _nodes() -> list[NodeInfo]:
-    return [NodeInfo(i, t, i, f"sim:{t}", i, "", True) for i, t in
+    return [NodeInfo(node_id=i, device_type=t, unit=i, device_spec=f"sim:{t}", partition_id=i, predictor_id="",
+                     available=True) for i, t in
             enumerate(["orin-agx", "orin-agx", "orin-nano", "xavier-agx"], start=1)]
 
 
@@ -74,7 +76,7 @@ def test_run_config_errors(values: dict[str, object], message: str) -> None:
 
 
 def test_run_config_round_trip() -> None:
-    cfg = RunConfig(num_server_rounds=3, deadline_s=12.5, policy="maxn")
+    cfg = RunConfig(num_server_rounds=3, deadline_s=12.5, policy=Policy.MAXN)
     assert RunConfig.from_run_config(cfg.to_run_config()) == cfg
 
 

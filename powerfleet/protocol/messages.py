@@ -1,8 +1,8 @@
 """The round protocol between the coordinator and a node, independent of Flower.
 
-Three typed messages - :class:`NodeQuery`/:class:`NodeInfo` (query), :class:`TrainTask` and
+Typed messages - :class:`NodeQuery`/:class:`NodeInfo` (query), :class:`TrainTask` and
 :class:`TrainResult` (train) - and their encoding into Flower records. The Flower apps only
-call ``to_records``/``from_records``; the analytic engine passes the dataclasses directly.
+call ``*_to_records``/``*_from_records``; the analytic engine passes the dataclasses directly.
 Predictor artifacts travel as protobuf bytes (``powerfleet/serde.py``), never pickled.
 """
 
@@ -12,32 +12,29 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from powerfleet.protocol.enums import ChoiceKind, Policy
 from powertrain.errors import DataFormatError
 
-QUERY = "query"
-TRAIN = "train"
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeQuery:
     """What the coordinator asks every node before a round."""
 
     round: int
     workload: str
-    seed: int
     #: device specs of a simulated fleet, indexed by the node's partition id (simulation only;
     #: a deployed node's own ``node_config["device"]`` wins)
     fleet: tuple[str, ...] = ()
-    dropout_rate: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeInfo:
     """A node's answer: what it is and whether it can work this round."""
 
@@ -51,7 +48,7 @@ class NodeInfo:
     idle_power_w: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainTask:
     """One node's assignment for a round."""
 
@@ -62,7 +59,7 @@ class TrainTask:
     deadline_s: float
     power_cap_w: float
     objective: str
-    policy: str
+    policy: Policy
     margin_z: float
     seed: int
     lr: float = 0.05
@@ -71,17 +68,16 @@ class TrainTask:
     #: bootstrap: modes to profile (knob name -> values); their minibatches are training steps
     profile_modes: Mapping[str, Sequence[float]] = field(default_factory=dict)
     profile_minibatches: int = 20
-    fail: bool = False  # simulated dropout: the node dies mid-round
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainResult:
     """What a node reports after training."""
 
     node_id: int
     device_type: str
     unit: int
-    policy: str
+    policy: Policy
     mode: Mapping[str, float]
     work_assigned: int
     work_planned: int
@@ -97,7 +93,8 @@ class TrainResult:
     deadline_met: bool
     train_loss: float
     profiling_minibatches: int
-    choice: str  # "feasible", "trimmed: ..." or the baseline's rule
+    choice_kind: ChoiceKind
+    choice: str  # why, in words: the binding constraint, the baseline's rule, ...
     samples: pd.DataFrame  # observed (mode, time_ms, power_w) rows: profiled and in-round
     predictor_id: str = ""
 
@@ -115,15 +112,13 @@ def _json(value: Any) -> str:
 def query_to_records(q: NodeQuery) -> RecordDict:
     """Encode a query."""
     return RecordDict({"config": ConfigRecord({
-        "round": q.round, "workload": q.workload, "seed": q.seed, "fleet": _json(list(q.fleet)),
-        "dropout-rate": q.dropout_rate})})
+        "round": q.round, "workload": q.workload, "fleet": _json(list(q.fleet))})})
 
 
 def query_from_records(rd: RecordDict) -> NodeQuery:
     """Decode a query."""
     c = _config(rd, "config")
-    return NodeQuery(_i(c["round"]), str(c["workload"]), _i(c["seed"]),
-                     tuple(json.loads(str(c["fleet"]))), _f(c["dropout-rate"]))
+    return NodeQuery(round=_i(c["round"]), workload=str(c["workload"]), fleet=tuple(json.loads(str(c["fleet"]))))
 
 
 def info_to_records(info: NodeInfo) -> RecordDict:
@@ -137,9 +132,10 @@ def info_to_records(info: NodeInfo) -> RecordDict:
 def info_from_records(rd: RecordDict, node_id: int) -> NodeInfo:
     """Decode a node's answer (``node_id`` from the message metadata wins)."""
     c = _config(rd, "info")
-    return NodeInfo(node_id, str(c["device-type"]), _i(c["unit"]), str(c["device-spec"]),
-                    _i(c["partition-id"]), str(c["predictor-id"]), bool(c["available"]),
-                    _f(c["idle-power-w"]))
+    return NodeInfo(node_id=node_id, device_type=str(c["device-type"]), unit=_i(c["unit"]),
+                    device_spec=str(c["device-spec"]), partition_id=_i(c["partition-id"]),
+                    predictor_id=str(c["predictor-id"]), available=bool(c["available"]),
+                    idle_power_w=_f(c["idle-power-w"]))
 
 
 def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> RecordDict:
@@ -150,7 +146,7 @@ def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> Recor
         "power-cap-w": task.power_cap_w, "objective": task.objective, "policy": task.policy,
         "margin-z": task.margin_z, "seed": task.seed, "lr": task.lr, "predictor-id": task.predictor_id,
         "profile-modes": _json({k: list(map(float, v)) for k, v in task.profile_modes.items()}),
-        "profile-minibatches": task.profile_minibatches, "fail": task.fail,
+        "profile-minibatches": task.profile_minibatches,
     })
     records: dict[str, Any] = {"arrays": _arrays(weights), "config": config}
     if task.predictor_bytes:
@@ -170,11 +166,10 @@ def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]
     task = TrainTask(
         round=_i(c["round"]), workload=str(c["workload"]), work_minibatches=_i(c["work-minibatches"]),
         min_minibatches=_i(c["min-minibatches"]), deadline_s=_f(c["deadline-s"]),
-        power_cap_w=_f(c["power-cap-w"]), objective=str(c["objective"]), policy=str(c["policy"]),
+        power_cap_w=_f(c["power-cap-w"]), objective=str(c["objective"]), policy=_policy(c["policy"]),
         margin_z=_f(c["margin-z"]), seed=_i(c["seed"]), lr=_f(c["lr"]),
         predictor_id=str(c["predictor-id"]), predictor_bytes=artifact,
         profile_modes=json.loads(str(c["profile-modes"])), profile_minibatches=_i(c["profile-minibatches"]),
-        fail=bool(c["fail"]),
     )
     arrays = rd.array_records["arrays"]
     weights = {k: arrays[k].numpy() for k in arrays}
@@ -184,8 +179,8 @@ def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]
 def result_to_records(res: TrainResult, weights: Mapping[str, np.ndarray]) -> RecordDict:
     """Encode a node's result with its updated weights."""
     metrics = MetricRecord(dict(res.metrics()))
-    meta = ConfigRecord({"device-type": res.device_type, "unit": res.unit, "policy": res.policy,
-                         "mode": _json(dict(res.mode)), "choice": res.choice,
+    meta = ConfigRecord({"device-type": res.device_type, "unit": res.unit, "policy": str(res.policy),
+                         "mode": _json(dict(res.mode)), "choice-kind": str(res.choice_kind), "choice": res.choice,
                          "predictor-id": res.predictor_id,
                          "samples": res.samples.to_json(orient="split", double_precision=15)})
     return RecordDict({"arrays": _arrays(weights), "metrics": metrics, "meta": meta})
@@ -198,18 +193,33 @@ def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict
     samples = pd.read_json(io.StringIO(str(meta["samples"])), orient="split", dtype=False)
     res = TrainResult(
         node_id=node_id, device_type=str(meta["device-type"]), unit=_i(meta["unit"]),
-        policy=str(meta["policy"]), mode=json.loads(str(meta["mode"])),
+        policy=_policy(meta["policy"]), mode=json.loads(str(meta["mode"])),
         work_assigned=_i(m["work_assigned"]), work_planned=_i(m["work_planned"]),
         work_done=_i(m["work_done"]), examples=_i(m["examples"]), time_s=_f(m["time_s"]),
         energy_j=_f(m["energy_j"]), mean_power_w=_f(m["mean_power_w"]),
         pred_time_s=_f(m["pred_time_s"]), pred_power_w=_f(m["pred_power_w"]),
         pred_energy_j=_f(m["pred_energy_j"]), true_power_w=_f(m["true_power_w"]),
         deadline_met=bool(m["deadline_met"]), train_loss=_f(m["train_loss"]),
-        profiling_minibatches=_i(m["profiling_minibatches"]), choice=str(meta["choice"]),
+        profiling_minibatches=_i(m["profiling_minibatches"]), choice_kind=_enum(ChoiceKind, meta["choice-kind"]),
+        choice=str(meta["choice"]),
         samples=samples, predictor_id=str(meta["predictor-id"]),
     )
     arrays = rd.array_records["arrays"]
     return res, {k: arrays[k].numpy() for k in arrays}
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _enum(kind: type[E], value: object) -> E:
+    try:
+        return kind(str(value))
+    except ValueError:
+        raise DataFormatError(f"message field {value!r} is not one of {', '.join(kind)}") from None
+
+
+def _policy(value: object) -> Policy:
+    return _enum(Policy, value)
 
 
 def _f(value: object) -> float:

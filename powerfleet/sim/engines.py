@@ -3,7 +3,8 @@
 Flower engine: N virtual SuperNodes (one per fleet board) run the real ClientApp - real torch
 training on generated data, time and power from each node's simulated Jetson on its virtual
 clock - under the real coordinator ServerApp. Analytic engine: the same coordinator with
-vectorised steady-state nodes and no training (``coordinator/analytic.py``).
+vectorised steady-state nodes and no training (:mod:`powerfleet.sim.analytic`). Dropouts are
+injected here, never by the coordinator (:mod:`powerfleet.sim.faults`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import logging
 import os
 from pathlib import Path
 
-from coordinator.analytic import AnalyticBackend
 from coordinator.config import RunConfig
-from coordinator.fleet import FleetSpec
+from coordinator.fleet import FleetSpec, check_cap_above_idle
 from coordinator.report import write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store
+from powerfleet.sim.analytic import AnalyticBackend
+from powerfleet.sim.faults import DropoutBackend, DropoutPlan
 from powertrain.devices import make_device
 from powertrain.errors import InvalidParameterError, PowerfleetError
 
@@ -29,12 +31,8 @@ def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
     first_of_type = {n.device_type: n for n in reversed(fleet.nodes)}  # one board per type suffices
     for node in first_of_type.values():
         device = make_device(node.device_spec)
-        idle = getattr(device, "steady_idle_power_w", None)
-        cap = fleet.cap_for(node.device_type, cfg.power_cap_w)
-        if idle is not None and cap < idle():
-            raise InvalidParameterError(
-                f"power-cap-w {cap:g} W is below the idle power of {node.device_type} (about {idle():.1f} W); "
-                "no mode can run under it")
+        check_cap_above_idle(node.device_type, fleet.cap_for(node.device_type, cfg.power_cap_w),
+                             device.idle_power_w())
 
 
 def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_dir: str | Path | None = None,
@@ -43,30 +41,34 @@ def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_di
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
     check_fleet(cfg, fleet)
+    dropouts = DropoutPlan(cfg.dropout_rate, cfg.seed)
     if engine == "analytic":
         store = open_store(cfg.store or None)
+        backend = AnalyticBackend(fleet, cfg.seed)
+        partition_of = {n.index + 1: n.index for n in fleet.nodes}
         try:
-            report = FleetCoordinator(cfg, store, AnalyticBackend(fleet, cfg.seed), fleet=fleet,
+            report = FleetCoordinator(cfg, store, DropoutBackend(backend, dropouts, partition_of), fleet=fleet,
                                       on_round=on_round).run()
         finally:
             store.close()
     else:
-        report = _run_flower(cfg, fleet, on_round)
+        report = _run_flower(cfg, fleet, dropouts, on_round)
     if out_dir is not None:
         write_report(report, out_dir, title=f"powerfleet simulation: {fleet.name}, policy {cfg.policy}")
     return report
 
 
-def _run_flower(cfg: RunConfig, fleet: FleetSpec, on_round: RoundCallback | None) -> RunReport:
+def _run_flower(cfg: RunConfig, fleet: FleetSpec, dropouts: DropoutPlan, on_round: RoundCallback | None) -> RunReport:
     from flwr.simulation import run_simulation
 
-    from client.client_app import app as client_app
+    from client.client_app import build_client_app
     from coordinator.server_app import make_server_app
 
     store_probe = open_store(cfg.store or None)  # fail fast, with one line, before Ray starts
     store_probe.close()
     holder: list[RunReport] = []
     server_app = make_server_app(cfg, fleet, on_round, holder.append)
+    client_app = build_client_app(dropouts.device_hook if dropouts.rate > 0 else None)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     for name in ("flwr", "ray"):

@@ -17,17 +17,19 @@ import numpy as np
 import pandas as pd
 
 from client import policies
-from client.protocol import NodeInfo, NodeQuery, TrainResult, TrainTask
-from client.runtime import predictor_table
+from client.runtime import build_result, predictor_table
 from coordinator.fleet import FleetSpec
+from coordinator.rounds import Replies
+from powerfleet.protocol.enums import ChoiceKind, Policy
+from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainTask
 from powertrain.boards import BoardPhysics, get_board
 from powertrain.devices.physics import UnitVariation, evaluate, steady_temperature_c
-from powertrain.devices.simulated import SimulatedJetson
+from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.optimize import ModeTable
 from powertrain.workloads import Workload, get_workload
 
-TIME_SIGMA = 0.02  # window noise of a simulated board (see NoiseModel)
-POWER_SIGMA = 0.012
+#: The window noise of a simulated board: the analytic nodes draw the same per-window noise.
+NOISE = NoiseModel()
 MAX_OBSERVATIONS_PER_TYPE = 64  # round samples handed to the store per device type and round
 _EMPTY = pd.DataFrame()
 
@@ -57,13 +59,14 @@ class AnalyticBackend:
             self.variation[t] = (ids, UnitVariation.stacked(units))
         self.tables: dict[tuple[str, str], ModeTable] = {}
         self._verified: dict[tuple[bytes, str], str] = {}
-        self.clock_s = 0.0
 
     def query(self, query: NodeQuery) -> list[NodeInfo]:
         """Every node is available; idle power from the physics of its type."""
-        idle = {t: d.steady_idle_power_w() for t, d in self.templates.items()}
-        return [NodeInfo(n.node_id, n.device_type, n.unit, f"sim:{n.device_type}?unit={n.unit}", n.node_id - 1,
-                         n.predictor_id, True, idle[n.device_type]) for n in self.nodes.values()]
+        idle = {t: d.idle_power_w() for t, d in self.templates.items()}
+        return [NodeInfo(node_id=n.node_id, device_type=n.device_type, unit=n.unit,
+                         device_spec=f"sim:{n.device_type}?unit={n.unit}", partition_id=n.node_id - 1,
+                         predictor_id=n.predictor_id, available=True, idle_power_w=idle[n.device_type])
+                for n in self.nodes.values()]
 
     def _table(self, task: TrainTask, node: _Node) -> ModeTable | None:
         if task.predictor_bytes:
@@ -75,28 +78,24 @@ class AnalyticBackend:
             node.predictor_id = self._verified[key]
         return self.tables.get((node.predictor_id, node.device_type))
 
-    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray],
-              timeout_s: float) -> dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]:
+    def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Plan per group, evaluate every node's mode at once per device type."""
-        out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str] = {}
+        out: Replies = {}
         plans: dict[int, policies.Plan] = {}
         group_plan: dict[tuple[object, ...], policies.Plan] = {}
         profiling: dict[int, pd.DataFrame] = {}
         for node_id, task in tasks.items():
             node = self.nodes[node_id]
             table = self._table(task, node)
-            if task.fail:
-                out[node_id] = f"node {node_id} dropped out in round {task.round} (simulated)"
-                continue
             if task.profile_modes:
                 profiling[node_id] = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
             key = (node.device_type, task.policy, task.work_minibatches, task.power_cap_w, task.deadline_s,
                    task.objective, task.margin_z, node.predictor_id)
             if task.work_minibatches == 0:  # bootstrap: profiling only
                 plans[node_id] = policies.Plan(self.templates[node.device_type].space.max_mode(), 0, 0.0, 0.0,
-                                               "profiling only")
+                                               ChoiceKind.PROFILING, "profiling only")
                 continue
-            if task.policy == "random" or key not in group_plan:
+            if task.policy == Policy.RANDOM or key not in group_plan:
                 rng = np.random.default_rng([task.seed, task.round, node_id])
                 group_plan[key] = policies.plan(
                     task.policy, self.templates[node.device_type], work=task.work_minibatches,
@@ -110,7 +109,7 @@ class AnalyticBackend:
 
     def _evaluate_type(self, dtype: str, plans: Mapping[int, policies.Plan], tasks: Mapping[int, TrainTask],
                        profiling: Mapping[int, pd.DataFrame],
-                       out: dict[int, tuple[TrainResult, dict[str, np.ndarray]] | str]) -> None:
+                       out: Replies) -> None:
         ids, variation = self.variation[dtype]
         index = {int(n): i for i, n in enumerate(ids)}
         node_ids = list(plans)
@@ -126,8 +125,8 @@ class AnalyticBackend:
                                  "thermal_r")})
         t_mb, p_true = _steady(board, workload, modes, tpc, unit)
         n = len(node_ids)
-        t_noisy = t_mb * np.exp(self.rng.normal(0.0, TIME_SIGMA, n))
-        p_noisy = p_true * (1.0 + self.rng.normal(0.0, POWER_SIGMA, n))
+        t_noisy = t_mb * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, n))
+        p_noisy = p_true * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma, n))
         observed: list[dict[str, float | str]] = []
         for j, node_id in enumerate(node_ids):
             task, plan = tasks[node_id], plans[node_id]
@@ -136,8 +135,8 @@ class AnalyticBackend:
                 frame = profiling[node_id]
                 pt, pp = _steady(board, workload, frame.loc[:, list(knobs)].to_numpy(float),
                                  np.ones(len(frame)), _take(unit, j, len(frame)))
-                mt = pt * np.exp(self.rng.normal(0.0, TIME_SIGMA, len(frame)))
-                mp = pp * (1.0 + self.rng.normal(0.0, POWER_SIGMA, len(frame)))
+                mt = pt * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, len(frame)))
+                mp = pp * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma, len(frame)))
                 per_mode = np.maximum(3, np.ceil(1.0 / pt)) + task.profile_minibatches
                 time_s += float(np.sum(per_mode * mt))
                 energy += float(np.sum(per_mode * mt * mp))
@@ -151,21 +150,17 @@ class AnalyticBackend:
                 observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": float(p_noisy[j]),
                                  "device": dtype, "workload": workload.name, "source": "round",
                                  "device_unit": self.nodes[node_id].unit})
-            res = TrainResult(
-                node_id=node_id, device_type=dtype, unit=self.nodes[node_id].unit, policy=task.policy,
-                mode=plan.mode, work_assigned=task.work_minibatches, work_planned=work, work_done=work + profiled,
-                examples=(work + profiled) * workload.batch_size, time_s=time_s, energy_j=energy,
-                mean_power_w=energy / time_s, pred_time_s=plan.pred_time_ms * work / 1000.0,
-                pred_power_w=plan.pred_power_w, pred_energy_j=plan.pred_time_ms * plan.pred_power_w * work / 1000.0,
-                true_power_w=float(p_true[j]), deadline_met=time_s <= task.deadline_s, train_loss=float("nan"),
-                profiling_minibatches=profiled, choice=plan.choice, samples=samples,
-                predictor_id=self.nodes[node_id].predictor_id,
-            )
+            res = build_result(
+                node_id=node_id, device_type=dtype, unit=self.nodes[node_id].unit, task=task, decision=plan,
+                work=work, profiled=profiled, time_s=time_s, energy_j=energy, true_power_w=float(p_true[j]),
+                train_loss=float("nan"), samples=samples, predictor_id=self.nodes[node_id].predictor_id,
+                batch_size=workload.batch_size)
             out[node_id] = (res, {})
         if observed:  # the round's observations ride on one result of the type
             first = node_ids[0]
             reply = out[first]
-            assert not isinstance(reply, str)
+            if isinstance(reply, str):  # set just above for every planned node
+                raise TypeError(f"node {first} has no result to carry the observations")
             res0, w0 = reply
             extra = pd.DataFrame(observed)
             merged = pd.concat([res0.samples, extra], ignore_index=True) if len(res0.samples) else extra
@@ -173,10 +168,7 @@ class AnalyticBackend:
 
     @staticmethod
     def _tpc(template: SimulatedJetson, plan: policies.Plan) -> float:
-        if plan.preset is None:
-            return 1.0
-        preset = template.space.preset(plan.preset)
-        return (preset.active_tpcs or template.gpu_tpcs) / template.gpu_tpcs
+        return 1.0 if plan.preset is None else template.preset_tpc_fraction(plan.preset)
 
 
 def _take(unit: UnitVariation, j: int, n: int) -> UnitVariation:
