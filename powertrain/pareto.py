@@ -30,10 +30,3 @@ def pareto_front(time_ms: np.ndarray, power_w: np.ndarray) -> np.ndarray:
     keep = (ps == group_min[group]) & (group_min[group] < before[group])
     front: np.ndarray = order[keep]
     return front
-
-
-def dominated_mask(time_ms: np.ndarray, power_w: np.ndarray) -> np.ndarray:
-    """Boolean mask of points that some other point dominates (the complement of the front)."""
-    mask = np.ones(len(np.asarray(time_ms)), dtype=bool)
-    mask[pareto_front(time_ms, power_w)] = False
-    return mask

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from powertrain.errors import DataFormatError
@@ -59,81 +59,93 @@ def read_profile(
 ) -> pd.DataFrame:
     """Read and validate a profile (or, with ``require_targets=False``, a modes file).
 
-    Returns a frame with the knob columns (float), the time and power columns (float, > 0)
-    when required or present, and any other columns as text.
+    Returns a frame with the knob columns (float, >= 0), the time and power columns (float,
+    > 0) when required or present, and any other columns as text. An error names the file,
+    the line and the column of the first bad value.
     """
     p = Path(path)
     if not p.is_file():
         raise DataFormatError(f"{p}: file not found")
+    targets = [time_col, power_col]
     try:
         with p.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise DataFormatError(f"{p}: line 1: file is empty; expected a CSV header") from None
-            header = [h.strip() for h in header]
-            targets = [time_col, power_col]
+            header = [h.strip() for h in next(reader, [])]
+            if not header:
+                raise DataFormatError(f"{p}: line 1: file is empty; expected a CSV header")
             needed = [*knobs, *targets] if require_targets else list(knobs)
             missing = [c for c in needed if c not in header]
             if missing:
-                raise DataFormatError(
-                    f"{p}: line 1: missing column(s) {', '.join(missing)}; "
-                    f"found: {', '.join(header) or '(none)'}"
-                )
+                raise DataFormatError(f"{p}: line 1: missing column(s) {', '.join(missing)}; "
+                                      f"found: {', '.join(header) or '(none)'}")
             dupes = sorted({h for h in header if header.count(h) > 1})
             if dupes:
                 raise DataFormatError(f"{p}: line 1: duplicate column(s) {', '.join(dupes)}")
-            numeric = list(knobs) + [c for c in targets if c in header]
-            positive = {c for c in targets if c in header}
-            idx = {c: header.index(c) for c in header}
-            columns: dict[str, list[object]] = {c: [] for c in header}
-            for row in reader:
-                line = reader.line_num
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for row in reader:  # structure only: values are checked column-wise below
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if len(row) != len(header):
-                    raise DataFormatError(
-                        f"{p}: line {line}: expected {len(header)} fields, found {len(row)}"
-                    )
-                for c in header:
-                    cell = row[idx[c]].strip()
-                    if c in numeric:
-                        columns[c].append(_number(p, line, c, cell, c in positive))
-                    else:
-                        columns[c].append(cell)
+                    raise DataFormatError(f"{p}: line {reader.line_num}: expected {len(header)} fields, "
+                                          f"found {len(row)}")
+                rows.append(row)
+                lines.append(reader.line_num)
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{p}: not a UTF-8 text CSV ({exc.reason})") from None
     except csv.Error as exc:
         raise DataFormatError(f"{p}: malformed CSV: {exc}") from None
-    frame = pd.DataFrame(columns)
+    frame = pd.DataFrame(rows, columns=header, dtype=object).apply(lambda col: col.str.strip())
+    numeric = list(knobs) + [c for c in targets if c in header]
+    values = check_values(frame, numeric, positive=[c for c in targets if c in header], nonnegative=knobs,
+                          where=str(p), position=lambda i: f"line {lines[i]}")
+    frame = frame.assign(**{c: values[c] for c in numeric})
     if len(frame) < min_rows:
         raise DataFormatError(f"{p}: has {len(frame)} data row(s); at least {min_rows} needed")
-    for c in numeric:
-        frame[c] = frame[c].astype(float)
-    return frame
+    out: pd.DataFrame = frame
+    return out
 
 
-def _number(path: Path, line: int, column: str, cell: str, positive: bool) -> float:
-    if cell == "":
-        raise DataFormatError(f"{path}: line {line}, column {column}: empty value")
-    try:
-        value = float(cell)
-    except ValueError:
-        raise DataFormatError(
-            f"{path}: line {line}, column {column}: {cell!r} is not a number"
-        ) from None
-    if math.isnan(value) or math.isinf(value):
-        raise DataFormatError(f"{path}: line {line}, column {column}: {cell!r} is not finite")
-    if positive and value <= 0:
-        raise DataFormatError(
-            f"{path}: line {line}, column {column}: {cell} must be > 0"
+def check_values(frame: pd.DataFrame, columns: Sequence[str], *, positive: Collection[str] = (),
+                 nonnegative: Collection[str] = (), where: str,
+                 position: Callable[[int], str] = lambda i: f"row {i + 1}") -> pd.DataFrame:
+    """The ``columns`` of ``frame`` as floats: finite numbers, > 0 in ``positive``, >= 0 in ``nonnegative``.
+
+    The one check of profile values, for files and in-memory frames alike; an error names the
+    first bad cell (``where``, its ``position`` and column) and what is wrong with it.
+    """
+    out: dict[str, np.ndarray] = {}
+    first: tuple[int, int, str] | None = None  # (row, column order, message) of the earliest bad cell
+    for order, c in enumerate(columns):
+        col = frame[c]
+        if not pd.api.types.is_numeric_dtype(col):
+            text = col.astype(str).str.strip()
+            vals = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(dtype=float)
+            cells = text.to_numpy()
+        else:
+            vals = col.to_numpy(dtype=float)
+            cells = np.array([f"{v:g}" for v in vals], dtype=object)
+        is_text_nan = np.isin(np.char.lower(cells.astype(str)), ["nan", "-nan", "+nan"])
+        with np.errstate(invalid="ignore"):
+            low = vals <= 0 if c in positive else vals < 0
+        out_of_range = low if (c in positive or c in nonnegative) else np.zeros(len(vals), dtype=bool)
+        problems = (
+            (cells == "", "empty value"),
+            (np.isnan(vals) & (cells != "") & ~is_text_nan, "{cell!r} is not a number"),
+            (~np.isfinite(vals), "{cell!r} is not finite"),
+            (out_of_range, "{cell} must be " + ("> 0" if c in positive else ">= 0")),
         )
-    if not positive and value < 0:
-        raise DataFormatError(
-            f"{path}: line {line}, column {column}: {cell} must be >= 0"
-        )
-    return value
+        for mask, template in problems:
+            if mask.any():
+                row = int(np.argmax(mask))
+                if first is None or (row, order) < first[:2]:
+                    message = template.format(cell=str(cells[row]))
+                    first = (row, order, f"{where}: {position(row)}, column {c}: {message}")
+                break
+        out[c] = vals
+    if first is not None:
+        raise DataFormatError(first[2])
+    return pd.DataFrame(out, index=frame.index)
 
 
 def write_profile(frame: pd.DataFrame, path: str | Path, knobs: Sequence[str] = JETSON_KNOBS,

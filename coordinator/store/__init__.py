@@ -12,7 +12,7 @@ from coordinator.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from coordinator.store.factory import STORE_ENV, open_store, store_url_from_env
+from coordinator.store.factory import STORE_ENV, open_store
 from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore, default_store_path
 from coordinator.store.redis_store import RedisModelStore
@@ -34,5 +34,4 @@ __all__ = [
     "StoredPredictor",
     "default_store_path",
     "open_store",
-    "store_url_from_env",
 ]

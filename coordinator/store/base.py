@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -621,9 +621,3 @@ def _reason(exc: ArtifactError, what: str) -> str:
     """An ArtifactError's message without its leading ``what: ``."""
     text = str(exc)
     return text[len(what) + 2:] if text.startswith(what + ": ") else text
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """``items`` in slices of ``size`` (for pipelined backend calls)."""
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

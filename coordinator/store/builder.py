@@ -23,13 +23,13 @@ by the store) and rebuilt, reusing the pair's stored samples when there are enou
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from coordinator.store.base import (
     ArtifactMeta,
@@ -43,6 +43,7 @@ from coordinator.store.collect import ProfilingCost, SampleCollector
 from coordinator.store.errors import (
     ArtifactNotFoundError,
     CorruptArtifactError,
+    LockBusyError,
     LockTimeoutError,
     StoreError,
 )
@@ -322,23 +323,28 @@ def _hit(plan_: BuildPlan, waited: bool = False) -> BuildResult:
 def _lock_or_newer(store: ModelStore, device_type: str, workload: str, cfg: BuildSettings,
                    known_version: int) -> LockHandle | StoredPredictor:
     """Take the pair's build lock, or return the StoredPredictor another builder stored meanwhile."""
-    deadline = time.monotonic() + cfg.wait_timeout_s
-    delay = cfg.poll_s
-    while True:
+
+    def attempt() -> LockHandle | StoredPredictor:
         handle = store.acquire_lock(lock_name(device_type, workload), ttl_s=cfg.lock_ttl_s)
         if handle is not None:
             return handle
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
         try:
             got = store.get(device_type, workload)
             if got.meta.version > known_version:
                 return got
         except (ArtifactNotFoundError, CorruptArtifactError):
             pass
-        if time.monotonic() > deadline:
-            raise LockTimeoutError(f"waited {cfg.wait_timeout_s:.0f} s for another builder of "
-                                   f"{pair_label(device_type, workload)} in {store.url}; giving up")
+        raise LockBusyError
+
+    def give_up(_: RetryCallState) -> LockHandle | StoredPredictor:
+        raise LockTimeoutError(f"waited {cfg.wait_timeout_s:.0f} s for another builder of "
+                               f"{pair_label(device_type, workload)} in {store.url}; giving up")
+
+    retrying = Retrying(retry=retry_if_exception_type(LockBusyError), stop=stop_after_delay(cfg.wait_timeout_s),
+                        wait=wait_exponential(multiplier=cfg.poll_s, exp_base=1.5, max=1.0),
+                        retry_error_callback=give_up)
+    return retrying(attempt)
+
 
 
 def complete(store: ModelStore, plan_: BuildPlan, samples: pd.DataFrame, *,

@@ -36,3 +36,10 @@ class CorruptArtifactError(StoreError, ArtifactError):
 
 class LockTimeoutError(StoreError):
     """Waiting for another builder of the same pair took longer than allowed."""
+
+
+class LockBusyError(StoreError):
+    """A lock is held by someone else right now (retried until it is free or the wait times out)."""
+
+    def __init__(self, message: str = "lock held by another process") -> None:
+        super().__init__(message)

@@ -17,7 +17,6 @@ misconfigured coordinator should stop at once, not silently run on a private sto
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -32,11 +31,6 @@ from powertrain.errors import InvalidParameterError
 #: Environment variable naming the store when no ``--store`` is given.
 STORE_ENV = "POWERFLEET_STORE"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-def store_url_from_env() -> str | None:
-    """``$POWERFLEET_STORE`` if set and non-empty."""
-    return os.environ.get(STORE_ENV) or None
 
 
 def fallback_path(redis_url: str, namespace: str) -> Path:

@@ -24,8 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from coordinator.store.base import ArtifactMeta, LockHandle, ModelStore, StoredPredictor, check_labels
-from coordinator.store.errors import StoreUnavailableError
+from coordinator.store.errors import LockBusyError, StoreUnavailableError
 from coordinator.store.local_store import LocalModelStore
 from powertrain.errors import PowerfleetError
 
@@ -117,14 +119,19 @@ class FallbackModelStore(ModelStore):
         """Replay the journal into the primary under the cross-process write-back lock."""
         if not self.local.journal_size():
             return 0
-        deadline = time.monotonic() + self.writeback_wait_s
-        handle = self.local.acquire_lock(_WRITEBACK_LOCK, ttl_s=30.0)
-        while handle is None:  # another process on this host is writing back: let it finish
-            if time.monotonic() > deadline:
-                raise StoreUnavailableError(f"write-back to {self.primary.url} is held by another process "
-                                            f"for over {self.writeback_wait_s:.0f} s")
-            time.sleep(0.05)
+
+        def held_elsewhere(_: RetryCallState) -> LockHandle:
+            raise StoreUnavailableError(f"write-back to {self.primary.url} is held by another process "
+                                        f"for over {self.writeback_wait_s:.0f} s")
+
+        def take() -> LockHandle:
             handle = self.local.acquire_lock(_WRITEBACK_LOCK, ttl_s=30.0)
+            if handle is None:  # another process on this host is writing back: let it finish
+                raise LockBusyError
+            return handle
+
+        handle = Retrying(retry=retry_if_exception_type(LockBusyError), wait=wait_fixed(0.05),
+                          stop=stop_after_delay(self.writeback_wait_s), retry_error_callback=held_elsewhere)(take)
         written = 0
         with handle:
             chunk_digests: dict[tuple[str, str], set[str]] = {}

@@ -11,33 +11,11 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
+from powertrain.devices.options import parse_bool, parse_float, parse_int
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.errors import InvalidParameterError, UnknownNameError
 
 Builder = Callable[[str, dict[str, str]], Device]
-
-
-def _parse_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise InvalidParameterError(f"device option {name}={value!r} must be one of 1, 0, true, false")
-
-
-def _parse_int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidParameterError(f"device option {name}={value!r} must be an integer") from None
-
-
-def _parse_float(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidParameterError(f"device option {name}={value!r} must be a number") from None
 
 
 _SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise")
@@ -51,15 +29,15 @@ def _build_sim(device_type: str, options: dict[str, str]) -> Device:
             f"allowed: {', '.join(_SIM_OPTIONS)}"
         )
     noise = None
-    if "noise" in options and not _parse_bool("noise", options["noise"]):
+    if "noise" in options and not parse_bool("noise", options["noise"]):
         noise = NoiseModel.off()
     return SimulatedJetson(
         device_type,
-        seed=_parse_int("seed", options.get("seed", "0")),
-        unit=_parse_int("unit", options.get("unit", "0")),
-        throttle=_parse_bool("throttle", options.get("throttle", "1")),
+        seed=parse_int("seed", options.get("seed", "0")),
+        unit=parse_int("unit", options.get("unit", "0")),
+        throttle=parse_bool("throttle", options.get("throttle", "1")),
         fan=options.get("fan", "max"),
-        ambient_c=_parse_float("ambient_c", options.get("ambient_c", "25")),
+        ambient_c=parse_float("ambient_c", options.get("ambient_c", "25")),
         noise=noise,
     )
 

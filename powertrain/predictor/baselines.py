@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,11 @@ class TransferBaseline:
 
 
 class PolynomialBaseline:
-    """Ridge regression on engineered polynomial features of the knobs (log targets)."""
+    """Ridge regression on engineered polynomial features of the knobs (log targets).
+
+    scikit-learn's ``RidgeCV`` picks alpha by its closed-form leave-one-out error; scikit-learn
+    is a dev/bench dependency (``pip install -e '.[dev]'``), imported when a baseline is fitted.
+    """
 
     alphas = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -51,8 +56,7 @@ class PolynomialBaseline:
         self.knobs = tuple(knobs)
         self.time_col = time_col
         self.power_col = power_col
-        self.coef_: dict[str, np.ndarray] = {}
-        self.scale_: tuple[np.ndarray, np.ndarray] | None = None
+        self.models_: dict[str, Any] = {}
         self.resid_: dict[str, float] = {}
 
     def _features(self, frame: pd.DataFrame) -> np.ndarray:
@@ -66,38 +70,27 @@ class PolynomialBaseline:
         return np.column_stack(cols)
 
     def fit(self, samples: pd.DataFrame) -> PolynomialBaseline:
-        """Fit both targets; alpha by closed-form leave-one-out error."""
+        """Fit both targets; alpha by leave-one-out error."""
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         f = self._features(samples)
-        mean, std = f.mean(axis=0), f.std(axis=0)
-        std[std == 0] = 1.0
-        self.scale_ = (mean, std)
-        x = np.column_stack([np.ones(len(f)), (f - mean) / std])
         for name, col in (("time", self.time_col), ("power", self.power_col)):
-            y = np.log(samples[col].to_numpy(float))
-            best: tuple[float, np.ndarray] | None = None
-            for alpha in self.alphas:
-                reg = alpha * np.eye(x.shape[1])
-                reg[0, 0] = 0.0
-                inv = np.linalg.pinv(x.T @ x + reg)
-                coef = inv @ x.T @ y
-                hat = np.einsum("ij,jk,ik->i", x, inv, x)
-                loo = (y - x @ coef) / np.clip(1.0 - hat, 1e-6, None)
-                err = float(np.mean(loo**2))
-                if best is None or err < best[0]:
-                    best = (err, coef)
-            assert best is not None
-            self.coef_[name] = best[1]
-            self.resid_[name] = float(np.sqrt(best[0]))
+            ridge = RidgeCV(alphas=self.alphas, store_cv_results=True)
+            model = make_pipeline(StandardScaler(), ridge).fit(f, np.log(samples[col].to_numpy(float)))
+            best = int(np.argmin(ridge.cv_results_.mean(axis=0)))
+            self.models_[name] = model
+            self.resid_[name] = float(np.sqrt(ridge.cv_results_[:, best].mean()))
         return self
 
     def predict(self, modes: pd.DataFrame) -> Prediction:
         """Predictions; uncertainty is the leave-one-out RMSE (constant per target)."""
-        if self.scale_ is None:
+        if not self.models_:
             raise NotFittedError("polynomial baseline is not fitted")
-        f = (self._features(modes) - self.scale_[0]) / self.scale_[1]
-        x = np.column_stack([np.ones(len(f)), f])
-        t = np.exp(np.clip(x @ self.coef_["time"], -50, 50))
-        p = np.exp(np.clip(x @ self.coef_["power"], -50, 50))
+        f = self._features(modes)
+        t = np.exp(np.clip(self.models_["time"].predict(f), -50, 50))
+        p = np.exp(np.clip(self.models_["power"].predict(f), -50, 50))
         return Prediction(t, p, np.full(len(t), self.resid_["time"]), np.full(len(p), self.resid_["power"]),
                           self.time_col, self.power_col)
 

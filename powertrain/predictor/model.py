@@ -50,6 +50,7 @@ from powertrain.predictor.state import (
     PredictorState,
     TargetState,
 )
+from powertrain.profile_io import check_values
 from powertrain.space import JETSON_KNOBS
 
 TARGETS = ("time", "power")
@@ -178,22 +179,7 @@ class PowerTrainPredictor:
                 f"knobs {', '.join(self.knobs)}, {self.time_col} and {self.power_col}")
         if len(frame) < min_rows:
             raise DataFormatError(f"{what}: has {len(frame)} row(s); at least {min_rows} needed")
-        data = frame.loc[:, cols]
-        try:
-            data = data.astype(float)
-        except (TypeError, ValueError):
-            raise DataFormatError(f"{what}: non-numeric values in {', '.join(cols)}") from None
-        for c in cols:
-            values = data[c].to_numpy()
-            bad = ~np.isfinite(values)
-            if bad.any():
-                raise DataFormatError(f"{what}: row {int(np.argmax(bad)) + 1}, column {c}: "
-                                      f"{values[bad][0]} is not a finite number")
-        for c in (self.time_col, self.power_col):
-            values = data[c].to_numpy()
-            if (values <= 0).any():
-                row = int(np.argmax(values <= 0))
-                raise DataFormatError(f"{what}: row {row + 1}, column {c}: {values[row]:g} must be > 0")
+        data = check_values(frame.reset_index(drop=True), cols, positive=(self.time_col, self.power_col), where=what)
         if not allow_constant:
             for c in self.knobs:
                 if data[c].nunique() < 2:

@@ -20,6 +20,7 @@ import logging
 
 from powertrain.devices.jetson.device import JetsonDevice
 from powertrain.devices.jetson.sysfs import ROOT_ENV, Sysfs, resolve_root
+from powertrain.devices.options import parse_bool, parse_float, parse_int
 from powertrain.errors import InvalidParameterError
 
 # A library logs, the application decides where to: without logging configured, table-mismatch
@@ -31,8 +32,6 @@ JETSON_OPTIONS = ("unit", "root", "restore", "power", "power_hz", "torch", "warm
 
 def build_jetson(device_type: str, options: dict[str, str]) -> JetsonDevice:
     """Build a :class:`JetsonDevice` from the parts of a ``jetson:`` device spec."""
-    from powertrain.devices import _parse_bool, _parse_float, _parse_int
-
     unknown = sorted(set(options) - set(JETSON_OPTIONS))
     if unknown:
         raise InvalidParameterError(
@@ -41,13 +40,13 @@ def build_jetson(device_type: str, options: dict[str, str]) -> JetsonDevice:
         )
     return JetsonDevice(
         device_type or "auto",
-        unit=_parse_int("unit", options.get("unit", "0")),
+        unit=parse_int("unit", options.get("unit", "0")),
         root=options.get("root") or None,
-        restore=_parse_bool("restore", options.get("restore", "1")),
+        restore=parse_bool("restore", options.get("restore", "1")),
         power=options.get("power", "auto"),
-        power_hz=_parse_float("power_hz", options.get("power_hz", "20")),
+        power_hz=parse_float("power_hz", options.get("power_hz", "20")),
         torch_device=options.get("torch", "auto"),
-        warmup_minibatches=_parse_int("warmup", options.get("warmup", "3")),
+        warmup_minibatches=parse_int("warmup", options.get("warmup", "3")),
         emc=options.get("emc", "auto"),
     )
 
