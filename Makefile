@@ -30,6 +30,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
