@@ -199,13 +199,17 @@ def decode_predictor(data: bytes, what: str = "artifact") -> PredictorState:
 
 def decode_payload(data: bytes, what: str = "artifact") -> pb.PredictorPayload:
     """Verify artifact bytes and return the payload message (for metadata without tensors)."""
+    return _open_payload(data, what)[1]
+
+
+def _open_payload(data: bytes, what: str) -> tuple[pb.PredictorArtifact, pb.PredictorPayload]:
     msg = _open_artifact(data, what)
     payload = pb.PredictorPayload()
     try:
         payload.ParseFromString(msg.payload)
     except DecodeError:
         raise ArtifactError(f"{what}: payload does not decode") from None
-    return payload
+    return msg, payload
 
 
 @dataclass(frozen=True)
@@ -223,12 +227,7 @@ class ArtifactInfo:
 
 
 def _inspect(data: bytes, what: str) -> tuple[ArtifactInfo, pb.PredictorPayload]:
-    msg = _open_artifact(data, what)
-    payload = pb.PredictorPayload()
-    try:
-        payload.ParseFromString(msg.payload)
-    except DecodeError:
-        raise ArtifactError(f"{what}: payload does not decode") from None
+    msg, payload = _open_payload(data, what)
     info = ArtifactInfo(
         artifact_id=msg.digest, device_type=payload.device_type, workload=payload.workload,
         kind=_MADE_BY_NAME.get(payload.made_by, "reference"), parent_id=payload.parent_id,

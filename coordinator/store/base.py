@@ -23,10 +23,11 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
 
@@ -35,16 +36,20 @@ from powerfleet.serde import (
     MAX_ARTIFACT_BYTES,
     ArtifactError,
     ArtifactInfo,
+    ProfileInfo,
     encode_predictor,
     encode_profile_frame,
     inspect_predictor,
+    inspect_profile,
     load_predictor,
 )
-from powertrain.errors import InvalidParameterError
+from powertrain.errors import InvalidParameterError, PowerfleetError
 from powertrain.predictor.state import PredictorState
 from powertrain.space import ModeSpace
 
 log = logging.getLogger("powerfleet.store")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Device type, workload and lock names: letters, digits and ``. _ + -`` (no ``:`` or ``/``,
 #: which the Redis keys and the CLI use as separators).
@@ -63,6 +68,32 @@ def check_name(field_name: str, value: str) -> str:
             f"{field_name} {value!r} is not a valid name; use 1-128 letters, digits or . _ + - "
             "(starting with a letter or digit)")
     return value
+
+
+def translating_errors(
+        translate: Callable[[Any, Exception], PowerfleetError | None]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A decorator for backend methods that turns library errors into one-line store errors.
+
+    ``translate(store, exc)`` gives the error to raise instead (``None``: let ``exc`` pass);
+    powerfleet's own errors always pass unchanged.
+    """
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except PowerfleetError:
+                raise
+            except Exception as exc:
+                translated = translate(args[0], exc)
+                if translated is None:
+                    raise
+                raise translated from None
+
+        return wrapper
+
+    return decorate
 
 
 def check_version(version: int) -> int:
@@ -553,14 +584,24 @@ class BackendStore(ModelStore):
             raise InvalidParameterError(f"artifact must be bytes; got {type(data).__name__}")
         data = bytes(data)
         info = inspect_predictor(data, "artifact to store")
-        check_name("device type", info.device_type)
-        check_name("workload", info.workload)
-        if len(data) > self.max_artifact_bytes:
-            raise StoreError(f"artifact for {pair_label(info.device_type, info.workload)} is {len(data)} "
-                             f"bytes; this store's limit is {self.max_artifact_bytes}")
+        self._check_value("artifact", info.device_type, info.workload, len(data))
         meta = self._append(info, data, check_labels(labels), time.time())
         self._count("puts")
         return meta
+
+    def _check_value(self, what: str, device_type: str, workload: str, size: int) -> None:
+        """Refuse a value whose pair names are invalid or that exceeds the size limit."""
+        check_name("device type", device_type)
+        check_name("workload", workload)
+        if size > self.max_artifact_bytes:
+            raise StoreError(f"{what} for {pair_label(device_type, workload)} is {size} bytes; this store's "
+                             f"limit is {self.max_artifact_bytes}")
+
+    def _inspect_chunk(self, data: bytes) -> ProfileInfo:
+        """A verified profile chunk's metadata (names and size checked)."""
+        info = inspect_profile(data, "profile chunk")
+        self._check_value("profile chunk", info.device_type, info.workload, len(data))
+        return info
 
     def _refuse(self, meta: ArtifactMeta, reason: str) -> CorruptArtifactError:
         self._count("corrupt_refused")

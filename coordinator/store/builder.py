@@ -186,23 +186,18 @@ def _try_get(store: ModelStore, meta: ArtifactMeta, notes: list[str]) -> StoredP
 def _choose_source(store: ModelStore, device_type: str, workload: str, settings: BuildSettings,
                    notes: list[str]) -> tuple[str, StoredPredictor] | None:
     pairs = store.list_pairs()
-    same_workload = sorted((m for m in pairs if m.workload == workload and m.device_type != device_type),
-                           key=lambda m: (-m.n_samples, m.device_type))
-    for m in same_workload:
-        got = _try_get(store, m, notes)
-        if got is not None:
-            return RULE_SAME_WORKLOAD, got
-    for m in pairs:
-        if m.pair == settings.reference_pair:
+    candidates = (  # in order of preference; within a rule, the pair with the most samples first
+        (RULE_SAME_WORKLOAD, sorted((m for m in pairs if m.workload == workload and m.device_type != device_type),
+                                    key=lambda m: (-m.n_samples, m.device_type))),
+        (RULE_REFERENCE, [m for m in pairs if m.pair == settings.reference_pair]),
+        (RULE_SAME_DEVICE, sorted((m for m in pairs if m.device_type == device_type and m.workload != workload),
+                                  key=lambda m: (-m.n_samples, m.workload))),
+    )
+    for rule, metas in candidates:
+        for m in metas:
             got = _try_get(store, m, notes)
             if got is not None:
-                return RULE_REFERENCE, got
-    same_device = sorted((m for m in pairs if m.device_type == device_type and m.workload != workload),
-                         key=lambda m: (-m.n_samples, m.workload))
-    for m in same_device:
-        got = _try_get(store, m, notes)
-        if got is not None:
-            return RULE_SAME_DEVICE, got
+                return rule, got
     return None
 
 

@@ -15,9 +15,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -29,6 +28,7 @@ from coordinator.store.base import (
     check_version,
     decode_labels,
     pair_label,
+    translating_errors,
 )
 from coordinator.store.errors import (
     ArtifactNotFoundError,
@@ -76,23 +76,16 @@ def default_store_path() -> Path:
     return Path(base) / "powerfleet" / "store.sqlite"
 
 
-def _sqlite_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Translate sqlite3 errors into one-line store errors naming the file."""
+def _sqlite_error(store: Any, exc: Exception) -> PowerfleetError | None:
+    """sqlite3 errors as one-line store errors naming the file."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"local store {getattr(store, 'path', '?')}: {exc}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreError(f"local store {getattr(store, 'path', '?')} is unusable: {exc}")
+    return None
 
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except PowerfleetError:
-            raise
-        except sqlite3.OperationalError as exc:
-            store = args[0]
-            raise StoreUnavailableError(f"local store {getattr(store, 'path', '?')}: {exc}") from None
-        except sqlite3.DatabaseError as exc:
-            store = args[0]
-            raise StoreError(f"local store {getattr(store, 'path', '?')} is unusable: {exc}") from None
 
-    return wrapper
+_sqlite_errors = translating_errors(_sqlite_error)
 
 
 @dataclass(frozen=True)
@@ -307,12 +300,7 @@ class LocalModelStore(BackendStore):
 
     # ------------------------------------------------------------------ profiles
     def _insert_profile(self, c: sqlite3.Connection, data: bytes) -> tuple[str, str, int]:
-        info = inspect_profile(data, "profile chunk")
-        check_name("device type", info.device_type)
-        check_name("workload", info.workload)
-        if len(data) > self.max_artifact_bytes:
-            raise StoreError(f"profile chunk for {pair_label(info.device_type, info.workload)} is "
-                             f"{len(data)} bytes; this store's limit is {self.max_artifact_bytes}")
+        info = self._inspect_chunk(data)
         knobs = json.dumps(list(info.knobs))
         row = c.execute("SELECT knobs FROM profiles WHERE device_type=? AND workload=? LIMIT 1",
                         (info.device_type, info.workload)).fetchone()

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +39,7 @@ from coordinator.store.base import (
     check_version,
     decode_labels,
     pair_label,
+    translating_errors,
 )
 from coordinator.store.errors import (
     ArtifactNotFoundError,
@@ -118,26 +117,20 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-def _redis_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Translate redis-py errors into one-line store errors naming the (redacted) URL."""
+def _redis_error(store: Any, exc: Exception) -> PowerfleetError | None:
+    """redis-py errors as one-line store errors naming the (redacted) URL."""
+    url = getattr(store, "url", "?")
+    if isinstance(exc, redis.AuthenticationError):
+        return StoreUnavailableError(f"Redis at {url} refused the credentials: {exc}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StoreUnavailableError(f"Redis at {url} is unreachable: {msg}")
+    if isinstance(exc, redis.RedisError):
+        return StoreError(f"Redis at {url}: {exc}")
+    return None
 
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except PowerfleetError:
-            raise
-        except redis.AuthenticationError as exc:
-            raise StoreUnavailableError(f"Redis at {getattr(args[0], 'url', '?')} refused the credentials: "
-                                        f"{exc}") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StoreUnavailableError(f"Redis at {getattr(args[0], 'url', '?')} is unreachable: {msg}") \
-                from None
-        except redis.RedisError as exc:
-            raise StoreError(f"Redis at {getattr(args[0], 'url', '?')}: {exc}") from None
 
-    return wrapper
+_redis_errors = translating_errors(_redis_error)
 
 
 def _s(value: Any) -> str:
@@ -347,12 +340,7 @@ class RedisModelStore(BackendStore):
     def append_profile_chunk(self, data: bytes) -> int:
         """Verify and append an encoded Profile to its pair."""
         data = bytes(data)
-        info = inspect_profile(data, "profile chunk")
-        check_name("device type", info.device_type)
-        check_name("workload", info.workload)
-        if len(data) > self.max_artifact_bytes:
-            raise StoreError(f"profile chunk for {pair_label(info.device_type, info.workload)} is "
-                             f"{len(data)} bytes; this store's limit is {self.max_artifact_bytes}")
+        info = self._inspect_chunk(data)
         token = f"{info.device_type}:{info.workload}"
         try:
             keys = [self.key("profiles"), self.key("profile", info.device_type, info.workload)]

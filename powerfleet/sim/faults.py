@@ -21,7 +21,7 @@ from coordinator.rounds import FleetBackend, Replies
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainTask
 from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
 from powertrain.errors import check_range
-from powertrain.space import Mode, ModeSpace
+from powertrain.space import Mode
 
 
 @dataclass(frozen=True)
@@ -56,24 +56,10 @@ class CrashingDevice(Device):
     """A device that runs ``after_minibatches`` minibatches and then raises :class:`NodeFailureError`."""
 
     def __init__(self, inner: Device, after_minibatches: int, reason: str) -> None:
+        super().__init__(inner.space, inner.unit)
         self.inner = inner
         self.remaining = int(after_minibatches)
         self.reason = reason
-
-    @property
-    def device_type(self) -> str:
-        """The wrapped board's type."""
-        return self.inner.device_type
-
-    @property
-    def unit(self) -> int:
-        """The wrapped board's unit."""
-        return self.inner.unit
-
-    @property
-    def space(self) -> ModeSpace:
-        """The wrapped board's modes."""
-        return self.inner.space
 
     def apply_mode(self, mode: Mapping[str, float]) -> Mode:
         """Delegated."""

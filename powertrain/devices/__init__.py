@@ -11,7 +11,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
-from powertrain.devices.options import parse_bool, parse_float, parse_int
+from powertrain.devices.options import check_options, parse_bool, parse_float, parse_int
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.errors import InvalidParameterError, UnknownNameError
 
@@ -22,12 +22,7 @@ _SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise")
 
 
 def _build_sim(device_type: str, options: dict[str, str]) -> Device:
-    unknown = sorted(set(options) - set(_SIM_OPTIONS))
-    if unknown:
-        raise InvalidParameterError(
-            f"device option {unknown[0]!r} is not known for sim devices; "
-            f"allowed: {', '.join(_SIM_OPTIONS)}"
-        )
+    check_options("sim", options, _SIM_OPTIONS)
     noise = None
     if "noise" in options and not parse_bool("noise", options["noise"]):
         noise = NoiseModel.off()

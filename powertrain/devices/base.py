@@ -75,22 +75,30 @@ class DeviceInfo:
 
 
 class Device(abc.ABC):
-    """A board with a power-mode space, a mode setter, a training runner and an energy meter."""
+    """A board with a power-mode space, a mode setter, a training runner and an energy meter.
+
+    A backend passes its mode space and unit id to ``__init__``; the device type is the
+    space's name (it keys predictors in the store).
+    """
+
+    def __init__(self, space: ModeSpace, unit: int) -> None:
+        self._space = space
+        self._unit = int(unit)
 
     @property
-    @abc.abstractmethod
     def device_type(self) -> str:
         """Device type name, e.g. ``orin-agx``; keys predictors in the store."""
+        return self._space.name
 
     @property
-    @abc.abstractmethod
     def unit(self) -> int:
         """Identifier of this physical unit among boards of its type."""
+        return self._unit
 
     @property
-    @abc.abstractmethod
     def space(self) -> ModeSpace:
         """The modes this board accepts."""
+        return self._space
 
     @abc.abstractmethod
     def apply_mode(self, mode: Mapping[str, float]) -> Mode:

@@ -30,3 +30,11 @@ def parse_float(name: str, value: str) -> float:
         return float(value)
     except ValueError:
         raise InvalidParameterError(f"device option {name}={value!r} must be a number") from None
+
+
+def check_options(backend: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:
+    """Refuse an option a backend does not know, naming the allowed ones."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidParameterError(
+            f"device option {unknown[0]!r} is not known for {backend} devices; allowed: {', '.join(allowed)}")

@@ -27,7 +27,7 @@ from powertrain.devices.physics import (
     steady_temperature_c,
 )
 from powertrain.errors import DeviceError, check_choice, check_range
-from powertrain.space import Mode, ModeSpace
+from powertrain.space import Mode
 from powertrain.workloads import Workload, get_workload
 
 
@@ -71,12 +71,11 @@ class SimulatedJetson(Device):
         noise: NoiseModel | None = None,
     ) -> None:
         spec = get_board(device_type)
-        self._space = spec.space
-        self._board: BoardPhysics = spec.physics
         check_range("unit", unit, low=0)
+        super().__init__(spec.space, unit)
+        self._board: BoardPhysics = spec.physics
         check_choice("fan", fan, ["max", "quiet"])
         check_range("ambient_c", ambient_c, low=-20, high=60)
-        self._unit = int(unit)
         self._seed = int(seed)
         self._variation = UnitVariation.for_unit(device_type, self._unit)
         self._rng = np.random.default_rng([int(seed), self._unit, 104729])
@@ -99,21 +98,6 @@ class SimulatedJetson(Device):
                                                   fan, self._variation))
 
     # ------------------------------------------------------------------ Device interface
-    @property
-    def device_type(self) -> str:
-        """Device type name."""
-        return self._space.name
-
-    @property
-    def unit(self) -> int:
-        """Unit id (seeds this board's manufacturing variation)."""
-        return self._unit
-
-    @property
-    def space(self) -> ModeSpace:
-        """The board's mode space."""
-        return self._space
-
     def preset_tpc_fraction(self, name: str) -> float:
         """Share of the GPU's TPCs a preset leaves powered (its TPC_PG_MASK)."""
         active = self._space.preset(name).active_tpcs

@@ -20,8 +20,7 @@ import logging
 
 from powertrain.devices.jetson.device import JetsonDevice
 from powertrain.devices.jetson.sysfs import ROOT_ENV, Sysfs, resolve_root
-from powertrain.devices.options import parse_bool, parse_float, parse_int
-from powertrain.errors import InvalidParameterError
+from powertrain.devices.options import check_options, parse_bool, parse_float, parse_int
 
 # A library logs, the application decides where to: without logging configured, table-mismatch
 # warnings stay out of stderr (the CLI prints them itself; ``JetsonDevice.table_warnings``).
@@ -32,12 +31,7 @@ JETSON_OPTIONS = ("unit", "root", "restore", "power", "power_hz", "torch", "warm
 
 def build_jetson(device_type: str, options: dict[str, str]) -> JetsonDevice:
     """Build a :class:`JetsonDevice` from the parts of a ``jetson:`` device spec."""
-    unknown = sorted(set(options) - set(JETSON_OPTIONS))
-    if unknown:
-        raise InvalidParameterError(
-            f"device option {unknown[0]!r} is not known for jetson devices; "
-            f"allowed: {', '.join(JETSON_OPTIONS)}"
-        )
+    check_options("jetson", options, JETSON_OPTIONS)
     return JetsonDevice(
         device_type or "auto",
         unit=parse_int("unit", options.get("unit", "0")),

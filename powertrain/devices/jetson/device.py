@@ -37,7 +37,7 @@ from powertrain.devices.jetson.sysfs import Sysfs
 from powertrain.devices.jetson.tables import BoardTables, board_space, read_tables
 from powertrain.devices.jetson.tegrastats import TegrastatsSampler
 from powertrain.errors import DeviceError, check_choice, check_range
-from powertrain.space import Mode, ModeSpace
+from powertrain.space import Mode
 from powertrain.workloads import get_workload
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ class JetsonDevice(Device):
         self._type = self._resolve_type(device_type)
         builtin_emc = tuple(round(v * 1e6) for v in get_space(self._type).knob("mem_mhz").values)
         self.tables: BoardTables = read_tables(self.fs, emc, builtin_emc)
-        self._space, self.table_warnings = board_space(self._type, self.tables)
+        space, self.table_warnings = board_space(self._type, self.tables)
+        super().__init__(space, unit)
         for warning in self.table_warnings:
             logger.warning("%s", warning)
         self.control = BoardControl(self.fs, self.tables)
         self.original = self.control.read_state()
-        self._unit = int(unit)
         self._restore = bool(restore)
         self._changed = False
         self._closed = False
@@ -121,21 +121,6 @@ class JetsonDevice(Device):
         return requested
 
     # ------------------------------------------------------------------ Device interface
-    @property
-    def device_type(self) -> str:
-        """Device type name (keys predictors)."""
-        return self._type
-
-    @property
-    def unit(self) -> int:
-        """Unit id of this board in the fleet."""
-        return self._unit
-
-    @property
-    def space(self) -> ModeSpace:
-        """The board's mode space (its own tables)."""
-        return self._space
-
     def apply_mode(self, mode: Mapping[str, float]) -> Mode:
         """Set ``mode`` through sysfs; verified by read-back, rolled back on any failure."""
         if self._closed:
