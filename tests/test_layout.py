@@ -51,8 +51,14 @@ def test_import_rules_catch_a_violation(tmp_path: Path, module: str, line: str, 
 
 
 def test_wheel_installs_only_our_own_top_level_names(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ beside the sources
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "proto", src / "proto")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (wheel,) = tmp_path.glob("powerfleet-*.whl")
     names = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist() if not n.split("/")[0].endswith(".dist-info")}
