@@ -19,8 +19,8 @@ from cachetools import LRUCache, cached
 from client import policies
 from powerfleet.protocol.enums import ChoiceKind
 from powerfleet.protocol.messages import NodeInfo, TrainResult, TrainTask
-from powerfleet.protocol.task import BATCH_SIZE, Trainer, get_weights, new_model, node_data, set_weights
 from powerfleet.serde import artifact_id, decode_predictor
+from powerfleet.tasks.digits import BATCH_SIZE, Trainer, get_weights, new_model, node_data, set_weights
 from powertrain.devices.base import Device
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable

@@ -32,7 +32,7 @@ from coordinator.store import builder
 from coordinator.store.base import ModelStore
 from powerfleet.protocol.enums import ClientStatus, WorkKind
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
-from powerfleet.protocol.task import evaluate, get_weights, make_dataset, new_model, set_weights
+from powerfleet.tasks.digits import evaluate, get_weights, make_dataset, new_model, set_weights
 from powertrain.boards import get_space
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable

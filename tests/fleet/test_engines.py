@@ -16,8 +16,8 @@ from coordinator.fleet import FleetSpec
 from coordinator.records import RoundRecord
 from coordinator.report import SUMMARY_KEYS
 from coordinator.store import open_store
-from powerfleet.protocol.task import evaluate, make_dataset, new_model
 from powerfleet.sim.engines import simulate
+from powerfleet.tasks.digits import evaluate, make_dataset, new_model
 from tests.fleet.conftest import FAST
 from tests.procs import PrivateRedis, free_port
 
