@@ -31,7 +31,7 @@ class RunConfig:
     local_minibatches: int = 50
     min_minibatches: int = 10
     workload: str = "resnet18-imagenet"
-    store: str = ""  # "" = the embedded store
+    store: str = ""  # "" = $POWERFLEET_STORE of the ServerApp's host, else the embedded store
     policy: str = "powertrain"
     selection: str = "deadline"
     margin_z: float = 2.0
