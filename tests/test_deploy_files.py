@@ -1,22 +1,31 @@
-"""The deploy kit's files: compose structure, env template, systemd unit, installer, scripts.
+"""The deploy kit's files: compose structure, env template, systemd unit, tmpfiles rules, scripts.
 
 Docker is not available here, so compose is checked structurally (every variable defined,
 nothing insecure, the Control API published on loopback only, secrets as files); the processes
 it describes run for real in ``tests/test_deploy_tls.py`` (SuperLink) and
-``tests/store/test_redis_acl.py`` (Redis). The scripts run for real.
+``tests/store/test_redis_acl.py`` (Redis). The SuperNode unit is checked by systemd itself
+(``systemd-analyze security --offline``: it parses the unit, warns about unknown settings and
+scores its exposure) and the sysfs rules by ``systemd-tmpfiles --root`` on fake board trees,
+against the writes the Jetson backend really makes. The scripts run for real.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML ships with flwr; no stubs installed
 from flwr.common.config import parse_config_args
 
+from powertrain.devices.jetson import JetsonDevice
+from tests.jetson.fake_tree import BOARDS, build_tree
 from tests.test_deploy_tls import read_environment_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,11 +143,11 @@ def test_make_secrets(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the board
-def _unit() -> dict[str, dict[str, str]]:
-    sections: dict[str, dict[str, str]] = {}
+def _unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> every value (keys such as ReadWritePaths= repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
     current = ""
-    text = (DEPLOY / "jetson/powerfleet-supernode.service").read_text().replace("\\\n", " ")
-    for line in text.splitlines():
+    for line in path.read_text().replace("\\\n", " ").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -147,24 +156,8 @@ def _unit() -> dict[str, dict[str, str]]:
             sections[current] = {}
         else:
             key, _, value = line.partition("=")
-            sections[current].setdefault(key, value)
+            sections[current].setdefault(key, []).append(value)
     return sections
-
-
-def test_systemd_unit() -> None:
-    unit = _unit()
-    service = unit["Service"]
-    assert service["Restart"] == "always" and int(service["RestartSec"]) > 0
-    assert service["KillMode"] == "control-group" and service["User"] == "root"
-    assert "ProtectKernelTunables" not in service  # /sys must stay writable
-    assert unit["Install"]["WantedBy"] == "multi-user.target"
-    assert "network-online.target" in unit["Unit"]["After"]
-    exec_start = service["ExecStart"]
-    assert "--insecure" not in exec_start and "--root-certificates" in exec_start
-    assert "--auth-supernode-private-key" in exec_start and "--node-config" in exec_start
-    used = set(re.findall(r"\$\{([A-Z_]+)\}", exec_start))
-    template = (DEPLOY / "jetson/supernode.env.template").read_text()
-    assert used == set(re.findall(r"^([A-Z_]+)=", template, re.M))
 
 
 def _install(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -184,6 +177,121 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "ca.crt"
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, ca: Path) -> Path:
+    """A board installed into a DESTDIR: the unit and tmpfiles rules as a board gets them."""
+    tmp = tmp_path_factory.mktemp("installed")
+    _install(tmp, "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "2", "--no-venv")
+    return tmp / "board"
+
+
+def test_systemd_unit(installed: Path) -> None:
+    unit = _unit(installed / "etc/systemd/system/powerfleet-supernode.service")
+    service = {k: v[-1] for k, v in unit["Service"].items()}
+    assert service["Restart"] == "always" and int(service["RestartSec"]) > 0
+    assert service["KillMode"] == "control-group"
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "network-online.target" in unit["Unit"]["After"][0]
+    exec_start = service["ExecStart"]
+    assert "--insecure" not in exec_start and "--root-certificates" in exec_start
+    assert "--auth-supernode-private-key" in exec_start and "--node-config" in exec_start
+    used = set(re.findall(r"\$\{([A-Z_]+)\}", exec_start))
+    template = (DEPLOY / "jetson/supernode.env.template").read_text()
+    assert used == set(re.findall(r"^([A-Z_]+)=", template, re.M))
+
+
+def test_systemd_unit_least_privilege(installed: Path) -> None:
+    """Every directive issue 17 asks for, as the installer writes the unit."""
+    unit = _unit(installed / "etc/systemd/system/powerfleet-supernode.service")["Service"]
+    one = {k: v[-1] for k, v in unit.items()}
+    assert one["User"] == one["Group"] == "powerfleet" and "root" not in (one["User"], one["Group"])
+    assert one["NoNewPrivileges"] == "yes" and one["ProtectSystem"] == "strict"
+    assert one["ProtectHome"] == "yes" and one["PrivateTmp"] == "yes"
+    assert one["CapabilityBoundingSet"] == "" and one["AmbientCapabilities"] == ""
+    assert one["StateDirectory"] == "powerfleet" and one["ProtectKernelTunables"] == "yes"
+    assert all(v.startswith("/var/lib/powerfleet") for k, v in one.items() if k in ("FLWR_HOME", "HOME"))
+    # ReadWritePaths: the power-mode sysfs directories, nothing else (the state directory comes
+    # from StateDirectory=); each must be a prefix of a node the tmpfiles rules grant.
+    writable = [p.lstrip("-") for p in unit["ReadWritePaths"]]
+    rules = [line.split()[1] for line in (installed / "etc/tmpfiles.d/powerfleet.conf").read_text().splitlines()
+             if line.startswith("z ")]
+    assert writable and all(p.startswith("/sys/") for p in writable)
+    for path in writable:
+        assert any(rule.startswith(path + "/") for rule in rules), path
+    for rule in rules:
+        assert any(rule.startswith(path + "/") for path in writable), rule
+    assert not any(p.startswith("/sys/kernel/debug") for p in writable + rules)  # debugfs stays root's
+    pre = one["ExecStartPre"]
+    assert pre.startswith("-+") and pre.endswith("--create /etc/tmpfiles.d/powerfleet.conf")
+
+
+def _systemd_analyze() -> str:
+    exe = shutil.which("systemd-analyze")
+    assert exe, "systemd-analyze is needed (apt-get install systemd)"
+    return exe
+
+
+def test_systemd_analyze_security_scores_the_unit(installed: Path, tmp_path: Path) -> None:
+    """systemd parses the installed unit (no unknown keys) and scores its exposure."""
+    unit = installed / "etc/systemd/system/powerfleet-supernode.service"
+    proc = subprocess.run([_systemd_analyze(), "security", "--offline=true", "--no-pager", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr  # no "Unknown key", no invalid value
+    score = float(re.search(r"Overall exposure level for powerfleet-supernode\.service: ([\d.]+)",
+                            proc.stdout).group(1))  # type: ignore[union-attr]
+    assert score <= MAX_EXPOSURE, proc.stdout
+    checks = json.loads(subprocess.run([_systemd_analyze(), "security", "--offline=true", "--json=short",
+                                        str(unit)], capture_output=True, text=True, check=True).stdout)
+    passed = {c["name"] for c in checks if c["set"]}
+    for name in ("User=/DynamicUser=", "NoNewPrivileges=", "ProtectSystem=", "ProtectHome=", "PrivateTmp=",
+                 "ProtectKernelTunables=", "CapabilityBoundingSet=~CAP_SYS_ADMIN", "RestrictSUIDSGID="):
+        assert name in passed, name
+    # the same unit as root without its sandbox (what the board ran before) fails the bound
+    before = tmp_path / "powerfleet-supernode.service"
+    before.write_text(unit.read_text().replace("User=powerfleet\n", "User=root\n").split("# --- sandbox")[0]
+                      + "[Install]\nWantedBy=multi-user.target\n")
+    old = subprocess.run([_systemd_analyze(), "security", "--offline=true", "--no-pager", str(before)],
+                         capture_output=True, text=True, timeout=60)
+    old_score = float(re.search(r"exposure level for powerfleet-supernode\.service: ([\d.]+)",
+                                old.stdout).group(1))  # type: ignore[union-attr]
+    assert old_score >= 9.0 > MAX_EXPOSURE
+
+
+def _apply_tmpfiles(tree: Path, conf: Path) -> subprocess.CompletedProcess[str]:
+    """systemd-tmpfiles --root on a fake tree; root/powerfleet map to our own uid/gid there."""
+    exe = shutil.which("systemd-tmpfiles")
+    assert exe, "systemd-tmpfiles is needed (apt-get install systemd)"
+    (tree / "etc").mkdir(exist_ok=True)
+    (tree / "etc/passwd").write_text(f"root:x:{os.getuid()}:{os.getgid()}::/root:/bin/sh\n")
+    (tree / "etc/group").write_text(f"root:x:{os.getgid()}:\npowerfleet:x:{os.getgid()}:\n")
+    return subprocess.run([exe, f"--root={tree}", "--create", str(conf)], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_tmpfiles_rules_grant_exactly_the_nodes_the_backend_writes(installed: Path, tmp_path: Path,
+                                                                    name: str) -> None:
+    """Every file the backend writes (EMC through the cap node, as the service does) becomes
+    group-writable, and nothing else in the tree does."""
+    board = build_tree(tmp_path / "tree", BOARDS[name], emc="cap")
+    for path in board.root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o644)
+    proc = _apply_tmpfiles(board.root, installed / "etc/tmpfiles.d/powerfleet.conf")
+    assert proc.returncode == 0, proc.stderr
+    granted = {"/" + str(p.relative_to(board.root)) for p in board.root.rglob("*")
+               if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o020}
+    with JetsonDevice(fs=board.fs, power="none") as dev:
+        rng = np.random.default_rng(0)
+        modes = [dev.space.min_mode(), dev.space.max_mode(), *(dev.space.preset(p).mode for p in dev.space.presets),
+                 *({k.name: float(rng.choice(k.values)) for k in dev.space.knobs} for _ in range(20))]
+        for mode in modes:
+            dev.apply_mode(mode)
+    written = {w.path for w in board.fs.writes}
+    assert written == granted, (sorted(written ^ granted))
+
+
 def test_installer_writes_settings_unit_and_key(tmp_path: Path, ca: Path) -> None:
     spec = "jetson:orin-agx?unit=7&power=ina3221"
     proc = _install(tmp_path, "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "7",
@@ -194,13 +302,18 @@ def test_installer_writes_settings_unit_and_key(tmp_path: Path, ca: Path) -> Non
     assert parse_config_args([env["POWERFLEET_NODE_CONFIG"]]) == {"device": spec, "unit-id": 7}
     key = board / "etc/powerfleet/keys/supernode"
     public = key.with_suffix(".pub").read_text()
-    assert key.stat().st_mode & 0o077 == 0 and public.startswith("ecdsa-sha2-nistp384")
+    assert key.stat().st_mode & 0o037 == 0 and public.startswith("ecdsa-sha2-nistp384")  # group may read
+    assert (board / "etc/powerfleet/keys").stat().st_mode & 0o027 == 0
+    assert (board / "etc/powerfleet/supernode.env").stat().st_mode & 0o027 == 0
     assert key.with_suffix(".pub").read_text().split()[1] in proc.stdout
     assert "flwr supernode register /etc/powerfleet/keys/supernode.pub" in proc.stdout
     unit = (board / "etc/systemd/system/powerfleet-supernode.service").read_text()
-    assert "@" not in unit.replace("powerfleet-unit", "")  # every placeholder substituted
+    rules = (board / "etc/tmpfiles.d/powerfleet.conf").read_text()
+    for text in (unit, rules):
+        assert not re.search(r"@[A-Z_]+@", text)  # every placeholder substituted
     assert "EnvironmentFile=/etc/powerfleet/supernode.env" in unit
     assert "ExecStart=/opt/powerfleet/venv/bin/flower-supernode" in unit
+    assert " powerfleet " in rules and (board / "etc/tmpfiles.d/powerfleet.conf").stat().st_mode & 0o777 == 0o644
     assert (board / "etc/powerfleet/certs/ca.crt").read_bytes() == ca.read_bytes()
     # rerunning keeps the node key (it is registered on the SuperLink)
     before = key.read_bytes()
