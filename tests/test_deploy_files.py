@@ -15,7 +15,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +28,7 @@ from flwr.common.config import parse_config_args
 
 from powertrain.devices.jetson import JetsonDevice
 from tests.jetson.fake_tree import BOARDS, build_tree
+from tests.procs import free_port
 from tests.test_deploy_tls import read_environment_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +63,26 @@ def test_compose_separates_the_boards_port_from_the_operators() -> None:
     app = spec["services"]["serverapp"]
     assert f"--runtime-api-address=superlink:{operator}" in app["command"]
     assert [s for s, v in spec["services"].items() if "ports" in v] == ["superlink"]
+
+
+def test_split_superlink_bad_arguments_are_one_line(tmp_path: Path) -> None:
+    script = str(DEPLOY / "coordinator/split_superlink.py")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for args, needle in [
+            (["--fleet-host", "127.0.0.1", "--fleet-port", "70000"], "--fleet-port 70000 must be 1..65535"),
+            (["--fleet-port", "8000"], "required: --fleet-host"),
+            (["--fleet-host", "127.0.0.1", "--fleet-port", "8000", "--port", "0"], "--port: value must be between"),
+            (["--fleet-host", "127.0.0.1", "--fleet-port", str(busy), "--insecure", "--host", "127.0.0.1",
+              "--port", str(free_port())], f"--fleet-host/--fleet-port 127.0.0.1:{busy} cannot be bound"),
+        ]:
+            proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=60,
+                                  cwd=tmp_path)
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+            assert proc.returncode == 2 and len(errors) == 1 and needle in errors[0], proc.stderr
+            assert "Traceback" not in proc.stderr
 
 
 def test_compose_services_and_exposure() -> None:

@@ -29,9 +29,9 @@ import importlib
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
@@ -45,6 +45,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 EXTRA_FLEET_PATHS = frozenset({"/health"})
 
 
+def fail(message: str) -> NoReturn:
+    """One error line on stderr and exit 2 (bad arguments, a port that cannot be bound)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
 def fleet_paths() -> frozenset[str]:
     """The exact request paths of Flower's Fleet API (``/v1/fleet/...``) plus ``/health``."""
     from flwr.superlink.routers.fleet.router import router
@@ -52,7 +65,7 @@ def fleet_paths() -> frozenset[str]:
     paths = {str(getattr(route, "path", "")) for route in router.routes}
     paths.discard("")
     if not paths or not all(p.startswith("/v1/fleet/") for p in paths):
-        raise SystemExit(f"error: unexpected Fleet API routes in this flwr version: {sorted(paths)}")
+        fail(f"unexpected Fleet API routes in this flwr version: {sorted(paths)}")
     return frozenset(paths) | EXTRA_FLEET_PATHS
 
 
@@ -101,7 +114,7 @@ class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to :func:`serve` (two servers, one loop)."""
 
     @contextmanager
-    def capture_signals(self) -> Any:
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -114,15 +127,15 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
-        print(f"error: {what} {host}:{port} cannot be bound: {exc.strerror or exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(f"{what} {host}:{port} cannot be bound: {exc.strerror or exc}")
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
 
-async def serve(operator: uvicorn.Config, fleet: uvicorn.Config, sockets: tuple[socket.socket, socket.socket]) -> None:
-    """Run both listeners until SIGTERM/SIGINT or until either stops."""
+async def serve(operator: uvicorn.Config, fleet: uvicorn.Config,
+                sockets: tuple[socket.socket, socket.socket]) -> bool:
+    """Run both listeners until SIGTERM/SIGINT or until either stops; False if start-up failed."""
     servers = (_Server(operator), _Server(fleet))
 
     def stop(*_: object) -> None:
@@ -146,21 +159,22 @@ async def serve(operator: uvicorn.Config, fleet: uvicorn.Config, sockets: tuple[
         await asyncio.sleep(0.05)
     if operator_task.done():
         await operator_task
-        return
+        return False
     fleet.load()
     state = servers[0].lifespan.state
     fleet.lifespan_class = lambda _config: _SharedLifespan(state)
     await asyncio.gather(operator_task, run(servers[1], sockets[1]))
+    return servers[1].started
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse our two options, hand the rest to Flower's parser, serve both listeners."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(add_help=False)
     parser.add_argument("--fleet-host", required=True, help="address of the boards' listener")
     parser.add_argument("--fleet-port", type=int, required=True, help="port of the boards' listener")
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not 0 < ours.fleet_port < 65536:
-        raise SystemExit(f"error: --fleet-port {ours.fleet_port} must be 1..65535")
+        fail(f"--fleet-port {ours.fleet_port} must be 1..65535")
 
     from flwr.supercore.http_logging import get_uvicorn_log_config
     from flwr.supercore.logger import console_handler
@@ -169,10 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     # The module, not the function of the same name that the package exports.
     fs = importlib.import_module("flwr.superlink.cli.flower_superlink")
 
+    flower_parser = fs._parse_args_run_superlink()
+    flower_parser.error = fail  # Flower's own arguments, also reported in one line
+    flower_parser.parse_args(rest)
     sys.argv = [sys.argv[0], *rest]
     config = fs._parse_superlink_lifespan_config()
     if (config.host, config.port) == (ours.fleet_host, ours.fleet_port):
-        raise SystemExit("error: --fleet-host/--fleet-port must differ from --host/--port (the operator listener)")
+        fail("--fleet-host/--fleet-port must differ from --host/--port (the operator listener)")
     allowed = fleet_paths()
     sockets = (_bind(config.host, config.port, "operator listener --host/--port"),
                _bind(ours.fleet_host, ours.fleet_port, "fleet listener --fleet-host/--fleet-port"))
@@ -185,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     scheme = "http" if config.insecure else "https"
     print(f"split SuperLink: operator listener (Control, Runtime, Fleet) {scheme}://{config.host}:{config.port}; "
           f"fleet listener (Fleet API only) {scheme}://{ours.fleet_host}:{ours.fleet_port}", file=sys.stderr)
-    asyncio.run(serve(operator, fleet, sockets))
+    if not asyncio.run(serve(operator, fleet, sockets)):
+        print("error: the SuperLink did not start; see the log above", file=sys.stderr)
+        raise SystemExit(3)  # uvicorn's start-up failure code
 
 
 if __name__ == "__main__":
