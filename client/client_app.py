@@ -2,15 +2,17 @@
 
 The node's device comes from ``node_config["device"]`` on a deployed SuperNode, or - in a
 simulated fleet - from the fleet the coordinator broadcasts, indexed by the node's partition
-id. Per-node state that must survive between rounds (the predictor artifact, a simulated
-board's clock and temperature) lives in ``context.state``; the logic is in
-``client/runtime.py``. :func:`build_client_app` lets the simulation wrap the device (fault
-injection); the deployed ``app`` uses the device as it is.
+id. Only simulated (``sim:``) boards are taken from the broadcast: a real board (and its
+``root=``) is local configuration that nothing sent by the coordinator can choose, so a node
+without a device of its own refuses a ``jetson:`` spec from the fleet list. Per-node state that
+must survive between rounds (the predictor artifact, a simulated board's clock and temperature)
+lives in ``context.state``; the logic is in ``client/runtime.py``. :func:`build_client_app`
+lets the simulation wrap the device (fault injection); the deployed ``app`` uses it as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -18,7 +20,7 @@ from flwr.clientapp import ClientApp
 from client.runtime import NodeRuntime, predictor_table
 from powerfleet.protocol import messages
 from powerfleet.protocol.messages import TrainTask
-from powertrain.devices import Device, make_device
+from powertrain.devices import Device, make_device, parse_device_spec
 from powertrain.errors import DeviceError
 
 _NODE = "powerfleet.node"
@@ -47,15 +49,28 @@ def _int(value: object) -> int:
     raise DeviceError(f"node state field {value!r} is not an integer")
 
 
+def node_device_spec(node_config: Mapping[str, object], fleet: Sequence[str], partition: int,
+                     node_id: int) -> str:
+    """The node's device: its own ``device`` setting, else a ``sim:`` spec from the broadcast fleet."""
+    if "device" in node_config:
+        return str(node_config["device"])
+    spec = fleet[partition] if 0 <= partition < len(fleet) else ""
+    if not spec:
+        raise DeviceError(f"node {node_id} has no device: set node_config device=... or run it in a "
+                          "simulated fleet")
+    if parse_device_spec(spec)[0] != "sim":
+        raise DeviceError(f"node {node_id} has no device of its own and refuses device {spec!r} from the "
+                          "coordinator's fleet list (only sim: boards come from there); set node_config "
+                          'device="jetson:auto?unit=N" on the SuperNode')
+    return spec
+
+
 def query(msg: Message, context: Context) -> Message:
     """Report device type, unit, held predictor version and availability."""
     q = messages.query_from_records(msg.content)
     cfg = context.node_config
     partition = _int(cfg.get("partition-id", 0))
-    spec = str(cfg["device"]) if "device" in cfg else (q.fleet[partition] if partition < len(q.fleet) else "")
-    if not spec:
-        raise DeviceError(f"node {context.node_id} has no device: set node_config device=... or run it in a "
-                          "simulated fleet")
+    spec = node_device_spec(cfg, q.fleet, partition, context.node_id)
     context.state[_NODE] = ConfigRecord({
         "spec": spec, "partition-id": partition,
         "num-partitions": _int(cfg.get("num-partitions", max(len(q.fleet), 1)))})

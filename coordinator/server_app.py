@@ -17,7 +17,7 @@ from coordinator.fleet import FleetSpec
 from coordinator.flower_backend import FlowerBackend
 from coordinator.report import write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
-from coordinator.store import open_store
+from coordinator.store import open_store, resolve_store_url
 from powertrain.errors import InvalidParameterError
 
 
@@ -26,7 +26,9 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None,
     """Run the configured rounds over ``grid``; writes the report when ``cfg.out_dir`` is set."""
     if fleet is None and cfg.fleet_file:
         fleet = FleetSpec.load(cfg.fleet_file)
-    store = open_store(cfg.store or None)
+    # No store in the run config: the coordinator host's own ($POWERFLEET_STORE, e.g. the compose
+    # ServerApp's Redis with its password in a secret file), so no secret travels in a run config.
+    store = open_store(resolve_store_url(cfg.store))
     try:
         report = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet, on_round=on_round).run()
     finally:

@@ -12,7 +12,7 @@ from coordinator.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from coordinator.store.factory import STORE_ENV, open_store
+from coordinator.store.factory import STORE_ENV, open_store, resolve_store_url
 from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore, default_store_path
 from coordinator.store.redis_store import RedisModelStore
@@ -34,4 +34,5 @@ __all__ = [
     "StoredPredictor",
     "default_store_path",
     "open_store",
+    "resolve_store_url",
 ]

@@ -9,7 +9,9 @@ URL                            store
                                :class:`FallbackModelStore` unless ``fallback=False``
 =============================  ==========================================================
 
-A Redis URL may carry ``?namespace=...`` (default ``powerfleet:v1``). A Redis store that does
+A Redis URL may carry ``?namespace=...`` (default ``powerfleet:v1``). A Redis URL without a
+password takes it from the file named by ``$POWERFLEET_REDIS_PASSWORD_FILE`` (a compose secret,
+say), percent-encoded here, so the secret is never in an environment variable or a command line. A Redis store that does
 not answer when opened raises :class:`StoreUnavailableError` with one line saying so: a
 misconfigured coordinator should stop at once, not silently run on a private store.
 """
@@ -17,26 +19,53 @@ misconfigured coordinator should stop at once, not silently run on a private sto
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from coordinator.store.base import ModelStore
 from coordinator.store.errors import StoreUnavailableError
 from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore, default_store_path
-from coordinator.store.redis_store import DEFAULT_NAMESPACE, RedisModelStore, redact_url
+from coordinator.store.redis_store import DEFAULT_NAMESPACE, RedisModelStore, check_redis_url, redact_url
 from powertrain.errors import InvalidParameterError
 
 #: Environment variable naming the store when no ``--store`` is given.
 STORE_ENV = "POWERFLEET_STORE"
+#: Environment variable naming a file that holds the Redis password (one line) for URLs without one.
+PASSWORD_FILE_ENV = "POWERFLEET_REDIS_PASSWORD_FILE"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def resolve_store_url(explicit: str | None) -> str:
+    """The one store resolution of every entry point: an explicit URL, else ``$POWERFLEET_STORE``,
+    else ``""`` (the embedded store)."""
+    return (explicit or "").strip() or os.environ.get(STORE_ENV, "").strip()
 
 
 def fallback_path(redis_url: str, namespace: str) -> Path:
     """The embedded fallback/journal file of one Redis store (one per URL and namespace)."""
     tag = hashlib.sha256(f"{redact_url(redis_url)}|{namespace}".encode()).hexdigest()[:12]
     return default_store_path().parent / f"fallback-{tag}.sqlite"
+
+
+def with_password_file(url: str) -> str:
+    """``url`` with the password read from ``$POWERFLEET_REDIS_PASSWORD_FILE`` if it names none."""
+    path = os.environ.get(PASSWORD_FILE_ENV, "")
+    parts = urlsplit(url)
+    if not path or parts.password is not None:
+        return url
+    try:
+        password = Path(path).read_text().replace("\r", "").replace("\n", "")  # as start-redis.sh does
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise InvalidParameterError(f"{PASSWORD_FILE_ENV} {path!r} cannot be read: {reason}") from None
+    if not password:
+        raise InvalidParameterError(f"{PASSWORD_FILE_ENV} {path!r} is empty; it must hold the Redis password")
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _split_namespace(url: str) -> tuple[str, str]:
@@ -65,7 +94,8 @@ def open_store(url: str | None = None, *, fallback: bool = True, local_path: str
             raise InvalidParameterError(f"store URL {text!r} must name a file, e.g. file:///var/lib/pf.sqlite")
         return LocalModelStore(path, **options)
     if scheme in _REDIS_SCHEMES:
-        redis_url, namespace = _split_namespace(text)
+        check_redis_url(text)
+        redis_url, namespace = _split_namespace(with_password_file(text))
         store = RedisModelStore(redis_url, namespace=namespace, **options)
         try:
             store.ping()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -102,19 +102,60 @@ return 0
 """
 
 
+#: Characters that cannot appear unescaped in a URL's user info (they end the authority).
+_UNSAFE_USERINFO = re.compile(r"[/?#\[\]]")
+
+
+def _split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(scheme://, user info, rest)`` of ``url``, the user info being everything before the last ``@``.
+
+    ``urlsplit`` ends the authority at the first ``/``, ``?`` or ``#``, so a password holding
+    one of them unescaped would be cut in the wrong place; the last ``@`` never is.
+    """
+    scheme, sep, body = url.partition("://")
+    head = f"{scheme}://" if sep else ""
+    if not sep:
+        body = url
+    userinfo, at, rest = body.rpartition("@")
+    return (head, userinfo, rest) if at else None
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (user names are kept)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
+    """``url`` with its password replaced by ``***``, whatever the password contains.
+
+    The user name is kept when it is an ordinary one; user info that does not parse cleanly is
+    redacted whole. When in doubt more is hidden, never less.
+    """
+    split = _split_userinfo(url)
+    if split is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    head, userinfo, rest = split
+    user, colon, _ = userinfo.partition(":")
+    if _UNSAFE_USERINFO.search(user) or "@" in user:
+        return f"{head}***@{rest}"
+    return f"{head}{user}:***@{rest}" if colon else url
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse, without echoing it, a password that holds ``/``, ``?``, ``#``, ``[`` or ``]`` unescaped."""
+    split = _split_userinfo(url)
+    if split is not None and _UNSAFE_USERINFO.search(split[1]):
+        raise InvalidParameterError(
+            f"Redis URL {redact_url(url)!r}: the user name or password holds / ? # [ or ] unescaped; "
+            "percent-encode it (urllib.parse.quote(password, safe='')), or leave it out of the URL and "
+            "set POWERFLEET_REDIS_PASSWORD_FILE")
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` with any piece of ``url``'s password replaced by ``***``."""
+    split = _split_userinfo(url)
+    if split is None:
+        return message
+    secret = split[1].partition(":")[2]
+    for piece in {secret, unquote(secret), *re.split(r"[^A-Za-z0-9]+", secret)}:
+        if len(piece) >= 2:
+            message = message.replace(piece, "***")
+    return message
 
 
 def _redis_error(store: Any, exc: Exception) -> PowerfleetError | None:
@@ -164,6 +205,7 @@ class RedisModelStore(BackendStore):
             if scheme not in ("redis", "rediss", "unix"):
                 raise InvalidParameterError(f"Redis URL {redact_url(url)!r} must start with redis://, "
                                             "rediss:// or unix://")
+            check_redis_url(url)
             retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), int(retries))
             try:
                 client = redis.Redis.from_url(
@@ -171,7 +213,8 @@ class RedisModelStore(BackendStore):
                     socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s,
                     health_check_interval=30, decode_responses=False)
             except ValueError as exc:
-                raise InvalidParameterError(f"Redis URL {redact_url(url)!r} is not valid: {exc}") from None
+                raise InvalidParameterError(f"Redis URL {redact_url(url)!r} is not valid: "
+                                            f"{_scrub(str(exc), url)}") from None
             self._url = redact_url(url)
         else:
             kwargs = client.connection_pool.connection_kwargs
@@ -425,4 +468,4 @@ def _meta_fields(meta: ArtifactMeta) -> dict[str, str | int | float]:
             "stored_at": repr(meta.stored_at), "size_bytes": meta.size_bytes, "labels": meta.encode_labels()}
 
 
-__all__ = ["DEFAULT_NAMESPACE", "RedisModelStore", "redact_url"]
+__all__ = ["DEFAULT_NAMESPACE", "RedisModelStore", "check_redis_url", "redact_url"]

@@ -16,11 +16,14 @@
 #   --no-start             install but do not enable or start the service
 # Environment: DESTDIR installs under another root (packaging, tests; implies --no-start).
 #
+# The service runs as the system user `powerfleet` (created here; member of `video`/`render` when
+# they exist, for the GPU device nodes), not root: powerfleet-sysfs.conf goes to
+# /etc/tmpfiles.d/powerfleet.conf and hands exactly the power-mode sysfs nodes to its group.
 # Idempotent: reruns update the package, unit and settings; an existing node key is kept.
 # At the end it prints the public key to register on the SuperLink with `flwr supernode register`.
 set -euo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "error: $*" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,11 +59,25 @@ device=${device:-jetson:auto?unit=$unit}
 
 destdir=${DESTDIR:-}
 if [[ -n $destdir ]]; then start=0; elif [[ $(id -u) -ne 0 ]]; then
-  die "run as root (sudo): the service writes sysfs and the installer writes /etc and /opt"
+  die "run as root (sudo): the installer creates the service user and writes /etc and /opt"
 fi
 prefix=/opt/powerfleet
 etc=/etc/powerfleet
 unit_dir=/etc/systemd/system
+tmpfiles_conf=/etc/tmpfiles.d/powerfleet.conf
+user=powerfleet group=powerfleet state=/var/lib/powerfleet
+tmpfiles=$(command -v systemd-tmpfiles || echo /usr/bin/systemd-tmpfiles)
+
+# --- the service user ------------------------------------------------------------------------
+if [[ -z $destdir ]]; then
+  if ! id -u "$user" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir "$state" --no-create-home --shell /usr/sbin/nologin \
+      --comment "powerfleet SuperNode" "$user"
+  fi
+  for extra in video render; do  # CUDA: /dev/nvhost-*, /dev/nvmap, /dev/nvgpu/* are root:video
+    if getent group "$extra" >/dev/null; then usermod -a -G "$extra" "$user"; fi
+  done
+fi
 
 # --- package -------------------------------------------------------------------------------
 if [[ $make_venv == 1 ]]; then
@@ -78,7 +95,7 @@ cp "$src/deploy/README.md" "$destdir$prefix/deploy/README.md" 2>/dev/null || tru
 
 # --- certificates and the node key -----------------------------------------------------------
 install -d -m 755 "$destdir$etc" "$destdir$etc/certs"
-install -d -m 700 "$destdir$etc/keys"
+install -d -m 750 "$destdir$etc/keys"
 install -m 644 "$ca" "$destdir$etc/certs/ca.crt"
 key=$destdir$etc/keys/supernode
 if [[ -f $key ]]; then
@@ -87,20 +104,28 @@ else
   command -v ssh-keygen >/dev/null || die "ssh-keygen is needed for the node key (apt install openssh-client)"
   ssh-keygen -q -t ecdsa -b 384 -N "" -C "powerfleet-unit-$unit@$(hostname)" -f "$key"
 fi
-chmod 600 "$key"
+# Root owns the key; the service user may read it, not change it; nobody else sees it.
+chmod 640 "$key"
+if [[ -z $destdir ]]; then chgrp "$group" "$destdir$etc/keys" "$key"; fi
 
 # --- settings and the unit -----------------------------------------------------------------
 esc() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }  # for a sed replacement (& in specs)
 subst() {
   sed -e "s|@PREFIX@|$(esc "$prefix")|g" -e "s|@ETC@|$(esc "$etc")|g" \
       -e "s|@SUPERLINK@|$(esc "$superlink")|g" -e "s|@DEVICE@|$(esc "$device")|g" \
-      -e "s|@UNIT@|$unit|g" -e "s|@RUNTIME_PORT@|$runtime_port|g" "$1"
+      -e "s|@UNIT@|$unit|g" -e "s|@RUNTIME_PORT@|$runtime_port|g" \
+      -e "s|@USER@|$user|g" -e "s|@GROUP@|$group|g" -e "s|@TMPFILES@|$(esc "$tmpfiles")|g" \
+      -e "s|@TMPFILES_CONF@|$(esc "$tmpfiles_conf")|g" "$1"
 }
 umask 027
 subst "$here/supernode.env.template" > "$destdir$etc/supernode.env"
 mkdir -p "$destdir$unit_dir"
 subst "$here/powerfleet-supernode.service" > "$destdir$unit_dir/powerfleet-supernode.service"
 chmod 644 "$destdir$unit_dir/powerfleet-supernode.service"
+mkdir -p "$(dirname "$destdir$tmpfiles_conf")"
+subst "$here/powerfleet-sysfs.conf" > "$destdir$tmpfiles_conf"
+chmod 644 "$destdir$tmpfiles_conf"
+if [[ -z $destdir ]]; then "$tmpfiles" --create "$tmpfiles_conf" || true; fi  # the unit reapplies it
 
 if [[ $start == 1 ]]; then
   systemctl daemon-reload

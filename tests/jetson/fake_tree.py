@@ -12,6 +12,7 @@ attempted write in order, and can inject failures or store other values than wri
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,7 +248,7 @@ def build_tree(root: Path, spec: FakeBoardSpec, *, emc: str = "both", rails: str
     if spec.gpu_alias:
         alias = root / spec.gpu_alias.lstrip("/")
         alias.parent.mkdir(parents=True, exist_ok=True)
-        alias.symlink_to(root / spec.gpu_dir.lstrip("/"))
+        alias.symlink_to(os.path.relpath(root / spec.gpu_dir.lstrip("/"), alias.parent))  # relative, as in sysfs
     if emc in {"both", "bpmp"}:
         _put(root, "/sys/kernel/debug/bpmp/debug/emc/possible_rates",
              " ".join(str(v // 1000) for v in spec.emc_hz))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -135,13 +136,13 @@ def test_unreachable_debugfs_falls_back_to_the_cap_node(tmp_path: Path,
         return real_exists(self)
 
     monkeypatch.setattr(Path, "exists", exists)
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self: Path) -> bytes:
-        if "/sys/kernel/debug/" in str(self):
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+    def open_(path: str | os.PathLike[str], flags: int, *args: int, **kwargs: object) -> int:
+        if "/sys/kernel/debug/" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", open_)
     tables = read_tables(board.fs, default_emc_hz=(7,))
     assert tables.emc_method == "cap" and tables.emc_hz == (7,)

@@ -89,3 +89,34 @@ def test_injected_client_and_bad_urls(redis_url: str) -> None:
         RedisModelStore(redis_url, namespace="bad namespace:")
     assert redact_url("rediss://me:s3cret@h:6380/2") == "rediss://me:***@h:6380/2"
 
+
+
+SECRET_PIECES = ("Zq7", "K9m", "xR2", "Yt5", "wP0")
+
+
+@pytest.mark.parametrize("password", ["Zq7/K9m", "Zq7#K9m", "Zq7@K9m", "Zq7:K9m", "Zq7?K9m", "Zq7[K9m]",
+                                      "Zq7/K9m#xR2@Yt5:wP0", "Zq7%2FK9m%23xR2%40Yt5%3AwP0"])
+@pytest.mark.parametrize("template", ["redis://:{}@h:6379/0", "rediss://me:{}@h:6380/2?namespace=powerfleet:x",
+                                      "unix://me:{}@/run/redis.sock?db=0", "me:{}@h:6379"])
+def test_redaction_hides_any_password(password: str, template: str) -> None:
+    url = template.format(password)
+    redacted = redact_url(url)
+    assert "***" in redacted and not any(piece in redacted for piece in SECRET_PIECES), redacted
+    assert redacted.endswith(url.rsplit("@", 1)[1])  # host, port, db and query are kept
+
+
+@pytest.mark.parametrize("password", ["Zq7/K9m", "Zq7#K9m", "Zq7@K9m", "Zq7:K9m", "Zq7?K9m#xR2@Yt5:wP0/"])
+def test_store_cli_never_prints_the_password(cli, password: str) -> None:  # type: ignore[no-untyped-def]
+    """`store ls` on a bad or unreachable URL: one line, exit 2, no piece of the password."""
+    code, stdout, stderr = cli("store", "ls", "--store", f"redis://:{password}@127.0.0.1:1/0")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr
+    assert not any(piece in stdout + stderr for piece in SECRET_PIECES), stderr
+    assert "redis://:***@127.0.0.1:1/0" in lines[0]
+
+
+def test_redaction_keeps_plain_user_names_only() -> None:
+    assert redact_url("redis://powerfleet@redis:6379/0") == "redis://powerfleet@redis:6379/0"  # no password
+    assert redact_url("redis://powerfleet:pw@redis:6379/0") == "redis://powerfleet:***@redis:6379/0"
+    assert redact_url("redis://Zq7/K9m@h/0") == "redis://***@h/0"  # not a user name: hidden whole
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"

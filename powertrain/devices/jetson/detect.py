@@ -143,12 +143,11 @@ def detect_board(fs: Sysfs) -> BoardIdentity:
             f"no Jetson found under {fs.root}: {fs.path(MODEL_PATH)} is missing; run on a Jetson, "
             "pass --sysfs-root for a recorded tree, or use a sim: device"
         )
-    raw = fs.path(COMPATIBLE_PATH)
     compatible: list[str] = []
-    if raw.exists():
+    if fs.exists(COMPATIBLE_PATH):
         try:
-            compatible = [c for c in raw.read_bytes().decode(errors="replace").split("\0") if c]
-        except OSError:
+            compatible = [c for c in fs.read_bytes(COMPATIBLE_PATH).decode(errors="replace").split("\0") if c]
+        except DeviceError:
             compatible = []
     soc_id = None
     for path in CHIP_ID_PATHS:

@@ -2,10 +2,12 @@
 
 Every kernel path the Jetson backend touches (``/sys/...``, ``/proc/...``, ``/etc/...``) is
 resolved under a configurable root: the ``root`` argument, else ``$POWERFLEET_SYSFS_ROOT``,
-else ``/``. Tests point it at fake device trees built in a temp dir. OS errors are translated
-here, once, into one-line :class:`~powertrain.errors.DeviceError` messages; a refused write
-names the file and says that root is needed. Successful writes are logged in order
-(:attr:`Sysfs.writes`) and the writer is injectable, so tests can emulate kernel behaviour.
+else ``/``. Tests point it at fake device trees built in a temp dir. Every read and write stays
+inside the root: a path whose symlinks lead out of it is refused before it is opened, and the
+file itself is opened with ``O_NOFOLLOW``. OS errors are translated here, once, into one-line
+:class:`~powertrain.errors.DeviceError` messages; a refused write names the file and says that
+root is needed. Successful writes are logged in order (:attr:`Sysfs.writes`) and the writer is
+injectable, so tests can emulate kernel behaviour.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def default_writer(path: Path, value: str) -> None:
-    """Write ``value`` to an existing file, never creating one (``echo value > file``)."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    """Write ``value`` to an existing file, never creating one nor following a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
     try:
         os.write(fd, value.encode())
     finally:
@@ -84,10 +86,24 @@ class Sysfs:
         """The file that stands for ``kernel_path`` (an absolute path such as ``/sys/...``)."""
         return self.root / kernel_path.lstrip("/")
 
+    def real(self, kernel_path: str) -> Path:
+        """The file ``kernel_path`` resolves to; a DeviceError if symlinks lead it out of the root."""
+        path = self.path(kernel_path)
+        real = Path(os.path.realpath(path))
+        root = Path(os.path.realpath(self.root))
+        if real != root and root not in real.parents:
+            raise DeviceError(f"{path} resolves to {real}, outside the device tree {root}; refused "
+                              "(a symlink leads out of the sysfs root)")
+        return real
+
     def exists(self, kernel_path: str) -> bool:
-        """Whether ``kernel_path`` exists and can be reached (debugfs is 0700 root: False for users)."""
+        """Whether ``kernel_path`` exists and can be reached (debugfs is 0700 root: False for users).
+
+        A path that resolves out of the root is an error, not a missing file.
+        """
+        real = self.real(kernel_path)
         try:
-            return self.path(kernel_path).exists()
+            return real.exists()
         except OSError:  # EACCES from stat() below an unreadable directory
             return False
 
@@ -97,11 +113,13 @@ class Sysfs:
         return sorted(found, key=_natural_key)
 
     # ------------------------------------------------------------------ reads
-    def read(self, kernel_path: str) -> str:
-        """File contents, stripped of whitespace and device-tree NULs; errors are DeviceErrors."""
+    def read_bytes(self, kernel_path: str) -> bytes:
+        """The raw contents of a file inside the root; errors are one-line DeviceErrors."""
         path = self.path(kernel_path)
         try:
-            return path.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            fd = os.open(self.real(kernel_path), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
         except PermissionError:
             raise DevicePermissionError(
                 f"reading {path} was refused (permission denied); this file needs root, run as root"
@@ -111,6 +129,10 @@ class Sysfs:
                 from None
         except OSError as exc:
             raise DeviceError(f"reading {path} failed: {_describe(exc)}") from None
+
+    def read(self, kernel_path: str) -> str:
+        """File contents, stripped of whitespace and device-tree NULs; errors are DeviceErrors."""
+        return self.read_bytes(kernel_path).replace(b"\0", b" ").decode(errors="replace").strip()
 
     def try_read(self, kernel_path: str) -> str | None:
         """Like :meth:`read`, but None when the file is missing or unreadable."""
@@ -146,9 +168,10 @@ class Sysfs:
     def check_writable(self, kernel_path: str) -> None:
         """Raise before any write if ``kernel_path`` is missing or not writable by this user."""
         path = self.path(kernel_path)
-        if not path.exists():
+        real = self.real(kernel_path)
+        if not real.exists():
             raise DeviceError(f"{path} does not exist; this board cannot set that knob")
-        if not self.access(path):
+        if not self.access(real):
             raise DevicePermissionError(
                 f"writing {path} needs root (permission denied); run as root, e.g. with sudo"
             )
@@ -157,8 +180,9 @@ class Sysfs:
         """Write ``value`` to ``kernel_path``; log it; translate errors into one-line DeviceErrors."""
         text = str(value)
         path = self.path(kernel_path)
+        real = self.real(kernel_path)  # refused before anything is opened if it leaves the root
         try:
-            self.writer(path, text)
+            self.writer(real, text)
         except PermissionError:
             raise DevicePermissionError(
                 f"writing {path} was refused (permission denied); setting power modes needs root, "
