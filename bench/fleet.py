@@ -37,7 +37,7 @@ POLICIES = ("powertrain", "oracle", "maxn", "preset", "random")
 TARGET_ACCURACY = 0.9
 
 
-def _run_one(fleet_file: Path, engine: str, rounds: int, store: str, deadline_s: float, power_cap_w: float,
+def _run_one(fleet_file: str | Path, engine: str, rounds: int, store: str, deadline_s: float, power_cap_w: float,
              policy: str, out: Path) -> float:
     """One run, written to ``out``; Flower runs get a fresh process (Ray keeps state per process)."""
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def _run_one(fleet_file: Path, engine: str, rounds: int, store: str, deadline_s:
     return time.perf_counter() - started
 
 
-def run_fleet(fleet_file: Path, engine: str, rounds: int, store: str, deadline_s: float, power_cap_w: float,
+def run_fleet(fleet_file: str | Path, engine: str, rounds: int, store: str, deadline_s: float, power_cap_w: float,
               workdir: Path) -> list[dict[str, Any]]:
     fleet = FleetSpec.load(fleet_file)
     rows: list[dict[str, Any]] = []
@@ -100,7 +100,7 @@ SWEEP = (("resnet18-imagenet", 20.0, 50), ("mobilenetv3-gld23k", 20.0, 50), ("yo
 
 def workload_sweep(store: str, rounds: int) -> pd.DataFrame:
     """Energy of powertrain against the oracle and MAXN per workload (mixed-100, analytic engine)."""
-    fleet = FleetSpec.load(ROOT / "examples/fleets/mixed-100.toml")
+    fleet = FleetSpec.load("mixed-100")
     rows = []
     for workload, deadline_s, work in SWEEP:
         res: dict[str, dict[str, Any]] = {}
@@ -124,7 +124,7 @@ def workload_sweep(store: str, rounds: int) -> pd.DataFrame:
 
 def scale(store: str, rounds: int) -> dict[str, float]:
     """Seconds per round of the analytic engine with 10,000 clients."""
-    fleet = FleetSpec.load(ROOT / "examples/fleets/mixed-10k.toml")
+    fleet = FleetSpec.load("mixed-10k")
     cfg = RunConfig(num_server_rounds=rounds, store=store, seed=0)
     times: list[float] = []
     last = [time.perf_counter()]
@@ -161,10 +161,10 @@ def main() -> None:
     deadline_s, cap_w = 20.0, 25.0
     rows = []
     print("mixed-12 on the Flower engine ...", flush=True)
-    rows += run_fleet(ROOT / "examples/fleets/mixed-12.toml", "flower", rounds, store, deadline_s, cap_w, tmp)
+    rows += run_fleet("mixed-12", "flower", rounds, store, deadline_s, cap_w, tmp)
     engine_100 = "flower" if args.flower_100 else "analytic"
     print(f"mixed-100 on the {engine_100} engine ...", flush=True)
-    rows += run_fleet(ROOT / "examples/fleets/mixed-100.toml", engine_100, rounds, store, deadline_s, cap_w, tmp)
+    rows += run_fleet("mixed-100", engine_100, rounds, store, deadline_s, cap_w, tmp)
     print("workload sweep (mixed-100, analytic) ...", flush=True)
     sweep = workload_sweep(store, 3 if args.quick else 10)
     print("10,000 clients on the analytic engine ...", flush=True)

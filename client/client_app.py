@@ -27,8 +27,8 @@ _NODE = "powerfleet.node"
 _DEVICE = "powerfleet.device"
 _PREDICTOR = "powerfleet.predictor"
 
-#: Wraps a node's device for one train task: (device, task, partition id) -> device.
-DeviceHook = Callable[[Device, TrainTask, int], Device]
+#: Wraps a node's device for one train task: (device, task, the node's context) -> device.
+DeviceHook = Callable[[Device, TrainTask, Context], Device]
 
 
 def _runtime(context: Context) -> NodeRuntime:
@@ -98,7 +98,7 @@ def train(msg: Message, context: Context, device_hook: DeviceHook | None = None)
         if isinstance(artifact, bytes):
             pid, table = predictor_table(artifact, node.device)
     if device_hook is not None:
-        node.device = device_hook(node.device, task, node.partition_id)
+        node.device = device_hook(node.device, task, context)
     with node.device:  # the mode is held only while the node trains
         try:
             result, new_weights = node.train(context.node_id, task, weights, table, pid)

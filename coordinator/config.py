@@ -1,102 +1,156 @@
-"""The run configuration: Flower's flat ``run_config`` turned into one validated object.
+"""The run configuration: one pydantic model, the single source of every run key.
 
-Keys are kebab-case in ``pyproject.toml`` (``[tool.flwr.app.config]``) and on the command
-line, snake_case here. Every bad value fails before any round starts, with one line naming
-the key, the value and what is allowed.
+Keys are kebab-case where users meet them - ``[tool.flwr.app.config]`` in ``pyproject.toml``,
+``flwr run --run-config``, ``powerfleet simulate --run-config`` and its flags, a fleet file's
+``[run]`` table - and snake_case attributes here. Types, defaults, ranges and help text live
+in the field declarations below (a test checks pyproject's defaults against them). Every bad
+value fails before any round starts, with one line naming the key, the value and what is
+allowed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from coordinator.reference import REFERENCE_SOURCES
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
 from powerfleet.protocol.enums import Policy, Selection
-from powertrain.errors import InvalidParameterError, check_choice, check_range
-from powertrain.optimize import OBJECTIVES
+from powertrain.errors import InvalidParameterError, format_allowed
 from powertrain.workloads import get_workload
 
 
-@dataclass(frozen=True)
-class RunConfig:
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class RunConfig(BaseModel):
     """Everything a fleet run needs to know (defaults are the app's defaults)."""
 
-    num_server_rounds: int = 10
-    deadline_s: float = 20.0
-    power_cap_w: float = 25.0
-    objective: str = "energy"
-    fraction: float = 1.0  # share of the eligible nodes selected per round
-    local_minibatches: int = 50
-    min_minibatches: int = 10
-    workload: str = "resnet18-imagenet"
-    store: str = ""  # "" = the embedded store
-    policy: Policy = Policy.POWERTRAIN
-    selection: Selection = Selection.DEADLINE
-    margin_z: float = 2.0
-    seed: int = 0
-    dropout_rate: float = 0.0
-    lr: float = 0.05
-    transfer_samples: int = 50  # k profiled modes to bootstrap a new (device type, workload)
-    profile_minibatches: int = 20  # measured minibatches per bootstrap mode
-    refine_threshold_pct: float = 15.0  # rolling time error that triggers a re-transfer
-    round_timeout_s: float = 600.0  # wall-clock limit of one round's replies
-    reference_source: str = "sim"  # build a missing reference on a simulated board, or "store"
-    out_dir: str = ""  # where the ServerApp writes its report ("" = no report)
-    fleet_file: str = ""  # fleet TOML (simulation); deployed nodes report their own devices
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=_kebab, populate_by_name=True,
+                              allow_inf_nan=False, validate_default=True)
 
-    def __post_init__(self) -> None:
-        check_range("num-server-rounds", self.num_server_rounds, low=1)
-        check_range("deadline-s", self.deadline_s, low=0, low_inclusive=False)
-        check_range("power-cap-w", self.power_cap_w, low=0, low_inclusive=False)
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_range("fraction", self.fraction, low=0, high=1, low_inclusive=False)
-        check_range("local-minibatches", self.local_minibatches, low=1)
-        check_range("min-minibatches", self.min_minibatches, low=1, high=self.local_minibatches)
+    num_server_rounds: int = Field(10, ge=1, le=100_000, description="FL rounds to run.")
+    deadline_s: float = Field(20.0, gt=0, le=86_400.0,
+                              description="Round deadline on each board's clock (s; device time in simulation).")
+    power_cap_w: float = Field(25.0, gt=0, le=1000.0,
+                               description="Power cap per board (W); fleet groups may set their own.")
+    objective: Literal["energy", "time"] = Field("energy", description="What a node minimises under the caps.")
+    fraction: float = Field(1.0, gt=0, le=1, description="Share of the eligible nodes selected per round.")
+    local_minibatches: int = Field(50, ge=1, le=1_000_000, description="Local minibatches per round (full work).")
+    min_minibatches: int = Field(10, ge=1, description="Least useful work; nodes that cannot do it are skipped.")
+    workload: str = Field("resnet18-imagenet", description="Catalog workload the simulated boards are charged.")
+    store: str = Field("", description="Predictor store URL; empty: $POWERFLEET_STORE, else the embedded store.")
+    policy: Policy = Field(Policy.POWERTRAIN, description="How nodes choose their power mode.")
+    selection: Selection = Field(Selection.DEADLINE, description="How the round's nodes and their work are chosen.")
+    margin_z: float = Field(2.0, ge=0, le=10, description="Safety margin in predictor standard deviations.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Experiment seed.")
+    dropout_rate: float = Field(0.0, ge=0, lt=1,
+                                description="Chance a selected node crashes mid-round (simulation only).")
+    lr: float = Field(0.05, gt=0, le=100, description="Local learning rate.")
+    transfer_samples: int = Field(50, ge=3, le=10_000,
+                                  description="Profiled modes to bootstrap a new (device type, workload) pair.")
+    profile_minibatches: int = Field(20, ge=1, le=10_000, description="Measured minibatches per bootstrap mode.")
+    refine_threshold_pct: float = Field(15.0, gt=0, le=1000,
+                                        description="Rolling time error (%) that triggers a re-transfer.")
+    round_timeout_s: float = Field(600.0, gt=0, le=7 * 86_400.0,
+                                   description="Wall-clock limit of one round's replies (s).")
+    reference_source: Literal["sim", "store"] = Field(
+        "sim", description="Build a missing reference predictor on a simulated board, or demand one in the store.")
+    out_dir: str = Field("", description="Report directory; empty: runs/<run id> under $POWERFLEET_RUNS_DIR.")
+    fleet_file: str = Field("", description="Fleet TOML (simulation); deployed nodes report their own devices.")
+    min_available_nodes: int = Field(1, ge=1, le=1_000_000,
+                                     description="Nodes that must be connected before round 1.")
+    node_wait_timeout_s: float = Field(300.0, gt=0, le=86_400.0,
+                                       description="How long to wait for min-available-nodes before failing (s).")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if self.min_minibatches > self.local_minibatches:
+            raise ValueError(f"min-minibatches must be in [1, {self.local_minibatches}] (local-minibatches); "
+                             f"got {self.min_minibatches}")
         get_workload(self.workload)
-        object.__setattr__(self, "policy", Policy(check_choice("policy", str(self.policy), list(Policy))))
-        object.__setattr__(self, "selection",
-                           Selection(check_choice("selection", str(self.selection), list(Selection))))
-        check_range("margin-z", self.margin_z, low=0)
-        check_range("dropout-rate", self.dropout_rate, low=0, high=1, high_inclusive=False)
-        check_range("lr", self.lr, low=0, low_inclusive=False)
-        check_range("transfer-samples", self.transfer_samples, low=3)
-        check_range("profile-minibatches", self.profile_minibatches, low=1)
-        check_range("refine-threshold-pct", self.refine_threshold_pct, low=0, low_inclusive=False)
-        check_range("round-timeout-s", self.round_timeout_s, low=0, low_inclusive=False)
-        check_choice("reference-source", self.reference_source, REFERENCE_SOURCES)
+        return self
 
+    # ------------------------------------------------------------------ conversions
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
-        """Build from Flower's flat kebab-case config; unknown keys are an error."""
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in run_config.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                raise InvalidParameterError(
-                    f"run config key {key!r} is not known; valid keys: "
-                    f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
-            default = getattr(cls, name) if hasattr(cls, name) else None
-            values[name] = _coerce(key, value, type(default))
-        return cls(**values)
+    def from_run_config(cls, run_config: Mapping[str, Any], *, where: str = "run config") -> RunConfig:
+        """Build from flat kebab-case keys (Flower's ``run_config``, CLI, fleet files); one line per error."""
+        unknown = [k for k in run_config if _snake(k) not in cls.model_fields]
+        if unknown:
+            raise InvalidParameterError(f"{where} key {unknown[0]!r} is not known; valid keys: {', '.join(keys())}")
+        try:
+            return cls.model_validate({_kebab(_snake(k)): v for k, v in run_config.items()})
+        except ValidationError as exc:
+            raise InvalidParameterError(_one_line(exc.errors()[0], where)) from None
+
+    def with_overrides(self, overrides: Mapping[str, Any], *, where: str = "run config") -> RunConfig:
+        """A copy with some keys (kebab or snake case) replaced, validated as a whole."""
+        return RunConfig.from_run_config({**self.to_run_config(), **{_kebab(_snake(k)): v for k, v in
+                                                                     overrides.items()}}, where=where)
 
     def to_run_config(self) -> dict[str, bool | float | int | str]:
         """The flat kebab-case form Flower carries."""
-        return {k.replace("_", "-"): (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
+        return {_kebab(k): (str(v) if isinstance(v, str) else v) for k, v in self.model_dump().items()}
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    try:
-        if kind is bool:
-            return bool(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if kind is float:
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"run config {key}={value!r} must be a {kind.__name__}") from None
+def keys() -> list[str]:
+    """Every run-config key, kebab-case, in declaration order."""
+    return [_kebab(k) for k in RunConfig.model_fields]
+
+
+def field_help(key: str) -> str:
+    """The help text of a kebab-case key."""
+    field = RunConfig.model_fields[_snake(key)]
+    return field.description or ""
+
+
+def _snake(key: str) -> str:
+    return str(key).replace("-", "_")
+
+
+def _bounds(name: str) -> str:
+    """``[1, 100000]``-style interval of a numeric field, from its declared constraints."""
+    low, high, low_closed, high_closed = "-inf", "inf", False, False
+    for meta in RunConfig.model_fields[name].metadata:
+        if isinstance(meta, Ge):
+            low, low_closed = f"{meta.ge:g}", True
+        elif isinstance(meta, Gt):
+            low = f"{meta.gt:g}"
+        elif isinstance(meta, Le):
+            high, high_closed = f"{meta.le:g}", True
+        elif isinstance(meta, Lt):
+            high = f"{meta.lt:g}"
+    return f"{'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+
+
+def _choices(name: str) -> list[str]:
+    """The allowed values of an enum or Literal field."""
+    annotation: Any = RunConfig.model_fields[name].annotation
+    args = getattr(annotation, "__args__", None)
+    return [str(c) for c in (args if args else list(annotation))]
+
+
+def _one_line(error: ErrorDetails, where: str) -> str:
+    """A pydantic error as the project's one-line message: key, value, what is allowed."""
+    loc = [str(part) for part in error.get("loc", ())]
+    kind = error["type"]
+    value = error.get("input")
+    if not loc:  # a model-level check (e.g. min-minibatches vs local-minibatches)
+        return str(error["msg"]).removeprefix("Value error, ")
+    key = loc[0]
+    name = _snake(key)
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
+        return f"{key} must be in {_bounds(name)}; got {value!r}"
+    if kind in ("enum", "literal_error"):
+        return f"{key} {value!r} is not known; valid names: {format_allowed(_choices(name))}"
+    expected = {"int_parsing": "an integer", "int_from_float": "an integer", "int_type": "an integer",
+                "float_parsing": "a number", "float_type": "a number", "string_type": "a string"}.get(kind)
+    if expected is not None:
+        return f"{where} {key}={value!r} must be {expected}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where} {key}={value!r}: {message}" if not (isinstance(value, float) and math.isnan(value)) \
+        else f"{key} must be a finite number; got nan"

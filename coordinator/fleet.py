@@ -14,6 +14,7 @@ power_cap_w = 30.0           # optional: this group's cap instead of the run's
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +25,10 @@ from powertrain.devices import BACKENDS, parse_device_spec
 from powertrain.errors import DataFormatError, InvalidParameterError, UnknownNameError
 
 _GROUP_KEYS = {"device", "count", "first_unit", "power_cap_w"}
+#: Fleet files shipped with the package, loadable by name (``FleetSpec.load("mixed-12")``).
+BUNDLED_FLEETS = Path(__file__).resolve().parent / "fleets"
+#: The fleet a simulation uses when none is named.
+DEFAULT_FLEET = "mixed-12"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,20 @@ class FleetSpec:
     def cap_for(self, device_type: str, default_w: float) -> float:
         """The power cap of a device type (its group's override, else the run's)."""
         return self._caps.get(device_type, default_w)
+
+    def to_toml(self) -> str:
+        """The fleet as a fleet file (one group per board), loadable by :meth:`load`."""
+        lines = [f"name = {json.dumps(self.name)}", ""]
+        for node in self.nodes:
+            backend, dtype, options = parse_device_spec(node.device_spec)
+            unit = options.pop("unit", str(node.unit))
+            query = "&".join(f"{k}={v}" for k, v in options.items())
+            lines += ["[[group]]", f"device = {json.dumps(f'{backend}:{dtype}' + (f'?{query}' if query else ''))}",
+                      "count = 1", f"first_unit = {int(unit)}"]
+            if node.power_cap_w is not None:
+                lines.append(f"power_cap_w = {node.power_cap_w!r}")
+            lines.append("")
+        return "\n".join(lines)
 
     @classmethod
     def uniform(cls, device: str, count: int, seed: int = 0) -> FleetSpec:
@@ -98,7 +117,8 @@ class FleetSpec:
                 raise InvalidParameterError(f"{where}: group {gi}: power_cap_w={cap!r} must be a number > 0")
             for i in range(count):
                 unit = first + i
-                opts = {**options, "unit": str(unit), "seed": options.get("seed", str(seed))}
+                opts = {"unit": str(unit), "seed": options.get("seed", str(seed)),
+                        **{k: v for k, v in options.items() if k not in ("unit", "seed")}}
                 query = "&".join(f"{k}={v}" for k, v in opts.items())
                 nodes.append(NodeSpec(len(nodes), f"{backend}:{dtype}?{query}", dtype, unit,
                                       float(cap) if cap is not None else None))
@@ -106,10 +126,13 @@ class FleetSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> FleetSpec:
-        """Read and validate a fleet TOML file."""
+        """Read and validate a fleet TOML file, or a bundled fleet by name (``mixed-12``)."""
         p = Path(path)
+        if not p.is_file() and (bundled := BUNDLED_FLEETS / f"{path}.toml").is_file() and "/" not in str(path):
+            p = bundled
         if not p.is_file():
-            raise DataFormatError(f"{p}: fleet file not found")
+            names = ", ".join(sorted(f.stem for f in BUNDLED_FLEETS.glob("*.toml")))
+            raise DataFormatError(f"{p}: fleet file not found (bundled fleets: {names})")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -131,3 +154,8 @@ def check_cap_above_idle(device_type: str, cap_w: float, idle_w: float | None) -
         raise InvalidParameterError(
             f"power-cap-w {cap_w:g} W is below the idle power of {device_type} (about {idle_w:.1f} W); "
             "no mode can run under it")
+
+
+def default_fleet() -> FleetSpec:
+    """The bundled default fleet (what ``flwr run .`` simulates when no fleet-file is given)."""
+    return FleetSpec.load(DEFAULT_FLEET)

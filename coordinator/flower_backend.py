@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flwr.app import Message, MessageType
@@ -28,9 +28,12 @@ class FlowerBackend:
         self.grid = grid
         self.query_timeout_s = query_timeout_s
 
-    def query(self, query: NodeQuery) -> list[NodeInfo]:
-        """Ask every connected node who it is."""
-        node_ids = list(self.grid.get_node_ids())
+    def node_ids(self) -> list[int]:
+        """The SuperNodes the SuperLink sees online."""
+        return list(self.grid.get_node_ids())
+
+    def query(self, query: NodeQuery, node_ids: Sequence[int]) -> list[NodeInfo]:
+        """Ask ``node_ids`` who they are (once per node and run)."""
         messages = [Message(protocol.query_to_records(query), dst_node_id=n, message_type=MessageType.QUERY,
                             ttl=self.query_timeout_s + TTL_MARGIN_S, group_id=f"query-{query.round}")
                     for n in node_ids]

@@ -124,3 +124,28 @@ def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[Clie
     if extra:
         summary.update(extra)
     return summary
+
+
+def describe_round(record: RoundRecord, clients: Sequence[ClientRecord], rounds: int) -> str:
+    """One line per round for logs (``flwr run --stream``, ``flwr log``): outcomes, the modes
+    run per board type, energy and accuracy."""
+    modes: dict[str, dict[str, int]] = {}
+    for c in clients:
+        if c.status.replied and c.mode and c.choice_kind != ChoiceKind.PROFILING:
+            per_type = modes.setdefault(c.device_type, {})
+            per_type[_short_mode(c.mode)] = per_type.get(_short_mode(c.mode), 0) + 1
+    mode_text = "; ".join(f"{t} " + ", ".join(f"{m} x{n}" for m, n in sorted(ms.items(), key=lambda kv: -kv[1])[:2])
+                          for t, ms in sorted(modes.items())) or "none"
+    acc = "" if math.isnan(record.accuracy) else f", accuracy {record.accuracy:.3f}"
+    boot = " (bootstrap)" if record.bootstrap else ""
+    return (f"powerfleet round {record.round}/{rounds}{boot}: {record.selected} selected, {record.on_time} on time, "
+            f"{record.late} late, {record.dropped} dropped, {record.skipped} skipped; modes {mode_text}; "
+            f"energy {record.energy_j:.0f} J{acc}")
+
+
+def _short_mode(mode: str) -> str:
+    """``cpu_cores=8,cpu_mhz=1728,gpu_mhz=624.75,mem_mhz=3199`` -> ``8c/1728/625/3199``."""
+    values = [v.split("=", 1)[1] for v in mode.split(",") if "=" in v]
+    if len(values) != 4:
+        return mode
+    return f"{float(values[0]):g}c/" + "/".join(f"{float(v):.0f}" for v in values[1:])

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from coordinator.config import RunConfig
+from coordinator.records import ClientRecord, RoundRecord
 from coordinator.rounds import RunReport
+from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
+from powertrain.errors import DataFormatError
 from powertrain.profile_io import atomic_output
 
 SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "energy_j_total", "energy_j_per_round",
@@ -39,7 +44,7 @@ def write_report(report: RunReport, out_dir: str | Path, *, title: str = "") -> 
     clients = pd.DataFrame([c.to_dict() for c in report.clients])
     files = {
         "rounds.csv": out / "rounds.csv", "rounds.json": out / "rounds.json", "clients.csv": out / "clients.csv",
-        "summary.json": out / "summary.json", "summary.md": out / "summary.md",
+        "summary.json": out / "summary.json", "summary.md": out / "summary.md", "report.json": out / "report.json",
     }
     with atomic_output(files["rounds.csv"]) as tmp:
         rounds.to_csv(tmp, index=False, float_format="%.6g")
@@ -49,8 +54,29 @@ def write_report(report: RunReport, out_dir: str | Path, *, title: str = "") -> 
     summary = {**report.summary, "config": report.config.to_run_config(), "predictors": report.predictors}
     _write_text(files["summary.json"], json.dumps(_clean(summary), indent=1, sort_keys=False))
     _write_text(files["summary.md"], markdown(report, title))
+    _write_text(files["report.json"], json.dumps(_clean({
+        "config": report.config.to_run_config(), "summary": report.summary, "predictors": report.predictors,
+        "rounds": [asdict(r) for r in report.rounds], "clients": [asdict(c) for c in report.clients]})))
     files.update(plots(report, out))
     return files
+
+
+def load_report(out_dir: str | Path) -> RunReport:
+    """The run report a :func:`write_report` left in ``out_dir`` (its ``report.json``)."""
+    path = Path(out_dir) / "report.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: no readable run report ({exc})") from None
+
+    def nan(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: (math.nan if v is None else v) for k, v in values.items()}
+
+    rounds = [RoundRecord(**nan(r)) for r in data["rounds"]]
+    clients = [ClientRecord(**{**nan(c), "status": ClientStatus(c["status"]), "work_kind": WorkKind(c["work_kind"]),
+                               "choice_kind": ChoiceKind(c["choice_kind"])}) for c in data["clients"]]
+    return RunReport(RunConfig.from_run_config(data["config"]), rounds, clients, nan(data["summary"]),
+                     data["predictors"])
 
 
 def _fmt(value: Any) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -25,7 +25,7 @@ import pandas as pd
 
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
-from coordinator.records import ClientRecord, RoundRecord, summarize
+from coordinator.records import ClientRecord, RoundRecord, describe_round, summarize
 from coordinator.reference import make_reference_source
 from coordinator.selection import SelectionInput, make_selection
 from coordinator.store import builder
@@ -52,8 +52,11 @@ class FleetBackend(Protocol):
 
     real_training: bool  # False: nodes only model time and energy, no weights come back
 
-    def query(self, query: NodeQuery) -> list[NodeInfo]:
-        """Every reachable node's info (available or not)."""
+    def node_ids(self) -> list[int]:
+        """The nodes connected now (no message is sent)."""
+
+    def query(self, query: NodeQuery, node_ids: Sequence[int]) -> list[NodeInfo]:
+        """Describe ``node_ids`` (asked once per node: train replies keep the description current)."""
 
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Results per node; a string is why a node failed; absent nodes did not reply in time."""
@@ -129,16 +132,40 @@ class FleetCoordinator:
         self.build_settings = builder.BuildSettings(k=config.transfer_samples, sampling_seed=config.seed)
         self.rounds: list[RoundRecord] = []
         self.clients: list[ClientRecord] = []
+        self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
         self.model = new_model(config.seed)
         self.weights = get_weights(self.model) if backend.real_training else {}
         self._test = make_dataset(config.seed)[1] if backend.real_training else None
 
     # ------------------------------------------------------------------ setup
-    def _query(self, rnd: int) -> list[NodeInfo]:
-        specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
-        infos = self.backend.query(NodeQuery(round=rnd, workload=self.cfg.workload, fleet=specs))
-        # Flower's node ids are random: order by what the nodes are, so runs repeat for a seed
-        return sorted(infos, key=lambda i: (i.device_type, i.unit, i.partition_id, i.node_id))
+    def _connected(self, rnd: int) -> tuple[list[NodeInfo], list[NodeInfo]]:
+        """(connected, gone): nodes connected now - new ones are asked who they are, once - and
+        nodes seen before that have left. Sorted by what the nodes are (Flower's ids are random),
+        so runs repeat for a seed."""
+        ids = set(self.backend.node_ids())
+        new = sorted(ids - self.nodes.keys())
+        if new:
+            specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
+            for info in self.backend.query(NodeQuery(round=rnd, workload=self.cfg.workload, fleet=specs), new):
+                self.nodes[info.node_id] = info
+        order = lambda i: (i.device_type, i.unit, i.partition_id, i.node_id)  # noqa: E731
+        connected = sorted((i for n, i in self.nodes.items() if n in ids), key=order)
+        gone = sorted((i for n, i in self.nodes.items() if n not in ids), key=order)
+        return connected, gone
+
+    def wait_for_nodes(self) -> list[NodeInfo]:
+        """Wait until ``min-available-nodes`` are connected and described, or fail with one line."""
+        deadline = time.monotonic() + self.cfg.node_wait_timeout_s
+        while True:
+            connected, _ = self._connected(0)
+            if len(connected) >= self.cfg.min_available_nodes:
+                return connected
+            if time.monotonic() >= deadline:
+                raise PowerfleetError(
+                    f"only {len(connected)} node(s) connected within node-wait-timeout-s="
+                    f"{self.cfg.node_wait_timeout_s:g}; min-available-nodes={self.cfg.min_available_nodes}: "
+                    "are the SuperNodes running and registered?")
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
     def cap_for(self, device_type: str) -> float:
         """The power cap of a device type."""
@@ -186,9 +213,7 @@ class FleetCoordinator:
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunReport:
         """Run every round and return the report."""
-        infos = self._query(0)
-        if not infos:
-            raise PowerfleetError("no node answered the query; is the fleet running?")
+        infos = self.wait_for_nodes()
         self.check_caps(infos)
         self.prepare(infos)
         for rnd in range(1, self.cfg.num_server_rounds + 1):
@@ -200,10 +225,14 @@ class FleetCoordinator:
     def run_round(self, rnd: int) -> RoundRecord:
         """One round (see the module docstring)."""
         started = time.perf_counter()
-        infos = self._query(rnd)
+        infos, gone = self._connected(rnd)
+        for info in infos:
+            if info.device_type not in self.predictors and info.device_type not in self.bootstraps:
+                check_cap_above_idle(info.device_type, self.cap_for(info.device_type), info.idle_power_w or None)
+                self._ensure(info.device_type)  # a board type that joined mid-run
         available = [i for i in infos if i.available]
         unavailable = [i for i in infos if not i.available]
-        info_of = {i.node_id: i for i in infos}
+        info_of = {i.node_id: i for i in (*infos, *gone)}
         tables = {d: p.table for d, p in self.predictors.items()}
         caps = {i.device_type: self.cap_for(i.device_type) for i in infos}
         boot_nodes = [i for i in available if i.device_type in self.bootstraps]
@@ -233,7 +262,16 @@ class FleetCoordinator:
                                  bootstrap=bootstrap_round, reason=s.reason) for s in skipped]
         records += [ClientRecord(round=rnd, node_id=i.node_id, device_type=i.device_type, unit=i.unit,
                                  status=ClientStatus.DROPPED, bootstrap=bootstrap_round,
-                                 reason="unavailable at query") for i in unavailable]
+                                 reason="unavailable") for i in unavailable]
+        records += [ClientRecord(round=rnd, node_id=i.node_id, device_type=i.device_type, unit=i.unit,
+                                 status=ClientStatus.DROPPED, bootstrap=bootstrap_round,
+                                 reason="not connected") for i in gone]
+        for node_id in tasks:  # what a node holds now, for the next round's task
+            reply = replies.get(node_id)
+            if reply is None or isinstance(reply, str):
+                self.nodes.pop(node_id, None)  # a failed node is asked again who it is if it comes back
+            elif node_id in self.nodes:
+                self.nodes[node_id] = replace(self.nodes[node_id], predictor_id=reply[0].predictor_id)
         self._aggregate(updates)
         notes = self._learn(rnd, replies)
         loss, acc = (math.nan, math.nan)
@@ -242,6 +280,7 @@ class FleetCoordinator:
         record = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss, notes)
         self.rounds.append(record)
         self.clients.extend(records)
+        log.info("%s", describe_round(record, records, self.cfg.num_server_rounds))
         return record
 
     def _task(self, rnd: int, info: NodeInfo, work: int, profile_modes: dict[str, list[float]]) -> TrainTask:

@@ -1,53 +1,78 @@
-"""The Flower ServerApp (thin): turn the run config into a coordinator and run it.
+"""The Flower ServerApp (thin): turn the run config into a coordinator, run it, report.
 
-``flwr run`` (deployment engine) loads ``app``; ``powerfleet simulate`` builds its own app
-with :func:`make_server_app` so it can pass the fleet and a progress callback in-process.
-The round logic lives in ``coordinator/rounds.py``.
+``flwr run`` loads ``app``; the simulation engine loads ``powerfleet.sim.apps:server_app``,
+which runs the same :func:`run_fleet`. The round logic lives in ``coordinator/rounds.py``.
+What a user of Flower's own tools sees: one log line per round in ``flwr run --stream`` and
+``flwr log`` (powerfleet's log records go through Flower's console handler), the report in
+``out-dir`` (default ``$POWERFLEET_RUNS_DIR/<run id>``), and a failed run status with one
+line when the run cannot start (bad run config, unreachable store, no nodes in time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.config import RunConfig
-from coordinator.fleet import FleetSpec
+from coordinator.fleet import FleetSpec, default_fleet
 from coordinator.flower_backend import FlowerBackend
 from coordinator.report import write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
-from coordinator.store import open_store, resolve_store_url
-from powertrain.errors import InvalidParameterError
+from coordinator.store import open_store, redact_url, resolve_store_url
+from powertrain.errors import InvalidParameterError, PowerfleetError
+
+log = logging.getLogger("powerfleet.coordinator")
+#: Where reports go when the run config names no out-dir: ``$POWERFLEET_RUNS_DIR/<run id>``.
+RUNS_DIR_ENV = "POWERFLEET_RUNS_DIR"
 
 
-def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None,
-              on_round: RoundCallback | None = None) -> RunReport:
-    """Run the configured rounds over ``grid``; writes the report when ``cfg.out_dir`` is set."""
-    if fleet is None and cfg.fleet_file:
-        fleet = FleetSpec.load(cfg.fleet_file)
-    # No store in the run config: the coordinator host's own ($POWERFLEET_STORE, e.g. the compose
-    # ServerApp's Redis with its password in a secret file), so no secret travels in a run config.
-    store = open_store(resolve_store_url(cfg.store))
+def configure_logging() -> None:
+    """Send powerfleet's log records through Flower's console handler (Flower captures it)."""
+    from flwr.common.logger import console_handler
+
+    logger = logging.getLogger("powerfleet")
+    logger.setLevel(logging.INFO)
+    if console_handler not in logger.handlers:
+        logger.addHandler(console_handler)
+    logger.propagate = False
+
+
+def out_dir_for(cfg: RunConfig, run_id: int | str) -> Path:
+    """The run's report and state directory: ``out-dir``, else ``$POWERFLEET_RUNS_DIR/<run id>``."""
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs")) / str(run_id)
+
+
+def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_round: RoundCallback | None = None,
+              *, run_id: int | str = "run") -> RunReport:
+    """Run the configured rounds over ``grid`` and write the report (see the module docstring).
+
+    The fleet list broadcast to nodes without a device of their own (simulation) is the run's
+    ``fleet-file``, else the bundled default fleet; deployed nodes report their own boards.
+    """
+    if fleet is None:
+        fleet = FleetSpec.load(cfg.fleet_file) if cfg.fleet_file else default_fleet()
+    out = out_dir_for(cfg, run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    url = resolve_store_url(cfg.store)
+    store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
+    log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
     try:
         report = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet, on_round=on_round).run()
+        pending = store.stats().get("pending", 0)
     finally:
         store.close()
-    if cfg.out_dir:
-        write_report(report, cfg.out_dir, title=f"powerfleet run ({cfg.policy})")
+    report.summary["store"] = redact_url(url) if url else "embedded"
+    report.summary["store_writes_pending"] = pending
+    if pending:
+        log.warning("%d store write(s) wait in %s for the store to return", pending, out / "store-fallback.sqlite")
+    write_report(report, out, title=f"powerfleet run {run_id} ({cfg.policy})")
     return report
-
-
-def make_server_app(cfg: RunConfig, fleet: FleetSpec | None, on_round: RoundCallback | None,
-                    sink: Callable[[RunReport], None]) -> ServerApp:
-    """A ServerApp bound to an in-process config and fleet (for the simulation engine)."""
-    server = ServerApp()
-
-    @server.main()
-    def _main(grid: Grid, context: Context) -> None:
-        sink(run_fleet(grid, cfg, fleet, on_round))
-
-    return server
 
 
 app = ServerApp()
@@ -55,9 +80,21 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point for ``flwr run``: the config comes from ``[tool.flwr.app.config]``."""
-    cfg = RunConfig.from_run_config(dict(context.run_config))
-    if cfg.dropout_rate > 0:
-        raise InvalidParameterError(f"dropout-rate={cfg.dropout_rate:g} simulates node failures and applies to "
-                                    "'powerfleet simulate' only; a deployed fleet's failures are real")
-    run_fleet(grid, cfg)
+    """Entry point for ``flwr run``: the config comes from ``[tool.flwr.app.config]`` and ``--run-config``."""
+    configure_logging()
+    try:
+        cfg = RunConfig.from_run_config(dict(context.run_config))
+        if cfg.dropout_rate > 0:
+            raise InvalidParameterError(f"dropout-rate={cfg.dropout_rate:g} simulates node failures and applies "
+                                        "to 'powerfleet simulate' only; a deployed fleet's failures are real")
+        run_fleet(grid, cfg, run_id=context.run_id)
+    except PowerfleetError as exc:
+        fail(exc)
+
+
+def fail(exc: PowerfleetError) -> None:
+    """End the run with a failed status and one line (Flower's exit path, no traceback)."""
+    from flwr.supercore.exit import ExitCode, flwr_exit
+
+    log.error("powerfleet: %s", exc.message)
+    flwr_exit(ExitCode.SERVERAPP_EXCEPTION, f"powerfleet: {exc.message}")

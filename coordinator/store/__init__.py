@@ -15,7 +15,7 @@ from coordinator.store.errors import (
 from coordinator.store.factory import STORE_ENV, open_store, resolve_store_url
 from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore, default_store_path
-from coordinator.store.redis_store import RedisModelStore
+from coordinator.store.redis_store import RedisModelStore, redact_url
 
 __all__ = [
     "STORE_ENV",
@@ -34,5 +34,6 @@ __all__ = [
     "StoredPredictor",
     "default_store_path",
     "open_store",
+    "redact_url",
     "resolve_store_url",
 ]

@@ -25,12 +25,13 @@ profiling.register(app)
 predictor.register(app)
 store.register(app)
 device.register(app)
-fleet.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     command = typer.main.get_command(app)
+    if isinstance(command, click.Group):
+        command.add_command(fleet.simulate_command(), "simulate")
     try:
         # In non-standalone mode click returns the code of ``typer.Exit`` instead of exiting.
         code = command.main(args=argv, prog_name="powerfleet", standalone_mode=False)

@@ -1,94 +1,105 @@
-"""``powerfleet simulate``: run a simulated fleet and write its report."""
+"""``powerfleet simulate``: run a simulated fleet and write its report.
+
+Its options are the run config (:class:`coordinator.config.RunConfig`), under the same
+kebab-case names as ``flwr run --run-config`` and ``[tool.flwr.app.config]``: every key is a
+flag (``--deadline-s 20``), and ``--run-config "k=v ..."`` takes Flower's syntax. Precedence:
+the defaults, then ``--run-config``, then the flags.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Any, Literal, get_args, get_origin
 
-import typer
+import click
 
 from powerfleet.cli._common import err, out
 from powertrain.errors import InvalidParameterError
 
-DEFAULT_FLEET = Path("examples/fleets/mixed-12.toml")
+#: Older flag names, kept as aliases of the run-config keys they always meant.
+ALIASES = {"num-server-rounds": "--rounds", "fleet-file": "--fleet", "out-dir": "--out"}
 
 
-class _DropDeprecation(logging.Filter):
-    """Hide Flower's notice that ``run_simulation`` is deprecated (we use it on purpose)."""
+def simulate_command() -> click.Command:
+    """The ``simulate`` command, one flag per run-config key (help and choices from the model)."""
+    from coordinator.config import RunConfig, field_help, keys
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "DEPRECATED FEATURE" not in record.getMessage()
+    params: list[click.Parameter] = []
+    for key in keys():
+        field = RunConfig.model_fields[key.replace("-", "_")]
+        names = [f"--{key}", *([ALIASES[key]] if key in ALIASES else [])]
+        params.append(click.Option([*names, key.replace("-", "_")], type=_click_type(field.annotation), default=None,
+                                   help=f"{field_help(key)} [default: {_default_text(key, field.default)}]"))
+    params.append(click.Option(["--run-config", "run_config"], default=None, metavar='"k=v ..."',
+                               help="Run-config overrides in flwr run's syntax, e.g. "
+                                    "'deadline-s=30 policy=\"maxn\"'."))
+    params.append(click.Option(["--engine", "engine"], type=click.Choice(["flower", "analytic"]), default="flower",
+                               help="flower: the SuperLink's simulation runtime, real training; analytic: no Flower, "
+                                    "no training, thousands of nodes."))
+    return click.Command("simulate", callback=_simulate, params=params,
+                         help="Run FL rounds on a simulated fleet of Jetsons and write the report.")
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    app.command("simulate")(simulate_cmd)
+def _click_type(annotation: Any) -> click.ParamType[Any] | type[Any]:
+    if get_origin(annotation) is Literal:
+        return click.Choice([str(a) for a in get_args(annotation)])
+    if isinstance(annotation, type) and issubclass(annotation, str) and annotation is not str:
+        return click.Choice([str(v) for v in annotation])  # type: ignore[attr-defined]
+    if annotation in (int, float):
+        return annotation  # type: ignore[no-any-return]
+    return str
 
 
-def simulate_cmd(
-    fleet: Annotated[Path, typer.Option(help="Fleet TOML file.")] = DEFAULT_FLEET,
-    rounds: Annotated[int, typer.Option(help="FL rounds.")] = 10,
-    deadline_s: Annotated[float, typer.Option(help="Round deadline on each board's clock (s).")] = 20.0,
-    power_cap_w: Annotated[float, typer.Option(help="Power cap per board (W); fleet groups may override.")] = 25.0,
-    objective: Annotated[str, typer.Option(help="energy|time.")] = "energy",
-    policy: Annotated[str, typer.Option(help="powertrain|maxn|preset|random|oracle.")] = "powertrain",
-    selection: Annotated[str, typer.Option(help="deadline (predictor-aware) | all.")] = "deadline",
-    workload: Annotated[str, typer.Option(help="Catalog workload the boards model.")] = "resnet18-imagenet",
-    local_minibatches: Annotated[int, typer.Option(help="Local minibatches per round.")] = 50,
-    min_minibatches: Annotated[int, typer.Option(help="Least useful work; nodes that cannot are skipped.")] = 10,
-    fraction: Annotated[float, typer.Option(help="Share of eligible nodes selected per round.")] = 1.0,
-    margin_z: Annotated[float, typer.Option(help="Safety margin in predictor standard deviations.")] = 2.0,
-    dropout_rate: Annotated[float, typer.Option(help="Chance a selected node dies mid-round.")] = 0.0,
-    store: Annotated[str | None, typer.Option(help="Store URL (default: embedded; env POWERFLEET_STORE).")] = None,
-    seed: Annotated[int, typer.Option(help="Experiment seed.")] = 0,
-    engine: Annotated[str, typer.Option(help="flower (real training) | analytic (no Flower, no training).")] = "flower",
-    out_dir: Annotated[Path, typer.Option("--out", help="Report directory.")] = Path("runs/sim"),
-) -> None:
-    """Run FL rounds on a simulated fleet of Jetsons and write the report."""
+def _default_text(key: str, default: object) -> str:
+    if key == "fleet-file":
+        return "the bundled mixed-12"
+    if key == "out-dir":
+        return "runs/<fleet name>"
+    return str(default) if default != "" else '""'
+
+
+def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
+    from flwr.common.config import parse_config_args
+
     from coordinator.config import RunConfig
-    from coordinator.fleet import FleetSpec
+    from coordinator.fleet import DEFAULT_FLEET, FleetSpec
     from coordinator.report import SUMMARY_KEYS
-    from coordinator.store import open_store
-    from powerfleet.sim.engines import ENGINES, check_fleet, simulate
+    from coordinator.store import open_store, resolve_store_url
+    from powerfleet.sim.engines import check_fleet, simulate
 
-    if engine not in ENGINES:
-        raise InvalidParameterError(f"--engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
-    store_url = store if store is not None else os.environ.get("POWERFLEET_STORE", "")
-    cfg = RunConfig.from_run_config({
-        "num-server-rounds": rounds, "deadline-s": deadline_s, "power-cap-w": power_cap_w, "objective": objective,
-        "policy": policy, "selection": selection, "workload": workload, "local-minibatches": local_minibatches,
-        "min-minibatches": min_minibatches, "fraction": fraction, "margin-z": margin_z,
-        "dropout-rate": dropout_rate, "store": store_url, "seed": seed})
-    spec = FleetSpec.load(fleet)
+    overrides: dict[str, Any] = {}
+    if run_config:
+        try:
+            overrides.update(parse_config_args([run_config]))
+        except click.ClickException:
+            raise InvalidParameterError(
+                f"--run-config {run_config!r} must be space-separated key=value pairs with quoted strings, "
+                "e.g. 'deadline-s=30 policy=\"maxn\"'") from None
+    overrides.update({k.replace("_", "-"): v for k, v in flags.items() if v is not None})
+    cfg = RunConfig.from_run_config(overrides)
+    spec = FleetSpec.load(cfg.fleet_file or DEFAULT_FLEET)
+    out_dir = Path(cfg.out_dir or f"runs/{spec.name}")
     check_fleet(cfg, spec)  # every bad input fails here, before anything starts
-    open_store(cfg.store or None).close()
+    open_store(resolve_store_url(cfg.store) or None).close()
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
-    logging.getLogger("flwr").addFilter(_DropDeprecation())
     err.print(f"fleet {spec.name}: {len(spec.nodes)} boards ({', '.join(spec.device_types)}); engine {engine}, "
-              f"policy {policy}, {rounds} rounds")
+              f"policy {cfg.policy}, {cfg.num_server_rounds} rounds")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as bar:
-        task = bar.add_task("rounds", total=rounds, last="preparing predictors ...")
+        task = bar.add_task("rounds", total=cfg.num_server_rounds, last="preparing predictors ...")
 
-        def on_round(r: object) -> None:
-            from coordinator.records import RoundRecord
+        def on_line(line: str) -> None:
+            bar.update(task, advance=1, last=line.removeprefix("powerfleet ")[:110])
 
-            assert isinstance(r, RoundRecord)
-            acc = "" if math.isnan(r.accuracy) else f", acc {r.accuracy:.2f}"
-            boot = " (bootstrap)" if r.bootstrap else ""
-            bar.update(task, advance=1, last=f"round {r.round}{boot}: {r.on_time}/{r.selected} on time, "
-                                             f"{r.energy_j:.0f} J{acc}")
-
-        report = simulate(cfg, spec, engine=engine, out_dir=out_dir, on_round=on_round)
+        report = simulate(cfg, spec, engine=engine, out_dir=out_dir, on_line=on_line)
     s = report.summary
     for key in SUMMARY_KEYS:
         value = s[key]
-        out.print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
+        out.print(f"{key:>26}: {value:.4g}" if isinstance(value, float) and not math.isnan(value)
+                  else f"{key:>26}: {value}")
     out.print(f"report: {out_dir.resolve() / 'summary.md'} (plots: rounds.png, data: rounds.csv, clients.csv, "
               "summary.json)")

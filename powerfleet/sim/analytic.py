@@ -10,7 +10,7 @@ choice, so that choice is made once per group; the ``oracle`` uses the nominal u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,13 +60,17 @@ class AnalyticBackend:
         self.tables: dict[tuple[str, str], ModeTable] = {}
         self._verified: dict[tuple[bytes, str], str] = {}
 
-    def query(self, query: NodeQuery) -> list[NodeInfo]:
+    def node_ids(self) -> list[int]:
+        """Every node of the fleet is connected."""
+        return list(self.nodes)
+
+    def query(self, query: NodeQuery, node_ids: Sequence[int]) -> list[NodeInfo]:
         """Every node is available; idle power from the physics of its type."""
         idle = {t: d.idle_power_w() for t, d in self.templates.items()}
         return [NodeInfo(node_id=n.node_id, device_type=n.device_type, unit=n.unit,
                          device_spec=f"sim:{n.device_type}?unit={n.unit}", partition_id=n.node_id - 1,
                          predictor_id=n.predictor_id, available=True, idle_power_w=idle[n.device_type])
-                for n in self.nodes.values()]
+                for n in (self.nodes[i] for i in node_ids)]
 
     def _table(self, task: TrainTask, node: _Node) -> ModeTable | None:
         if task.predictor_bytes:

@@ -9,21 +9,30 @@ injected here, never by the coordinator (:mod:`powerfleet.sim.faults`).
 
 from __future__ import annotations
 
-import logging
+import json
 import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
-from coordinator.report import write_report
+from coordinator.records import RoundRecord, describe_round
+from coordinator.report import load_report, write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
-from coordinator.store import open_store
+from coordinator.store import open_store, resolve_store_url
 from powerfleet.sim.analytic import AnalyticBackend
 from powerfleet.sim.faults import DropoutBackend, DropoutPlan
+from powerfleet.sim.processes import ProcessGroup, free_port, wait_http_ok
 from powertrain.devices import make_device
 from powertrain.errors import InvalidParameterError, PowerfleetError
 
 ENGINES = ("flower", "analytic")
+STARTUP_TIMEOUT_S = 60.0
+_ROUND_LINE = re.compile(r"powerfleet round \d+/\d+.*")
 
 
 def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
@@ -36,50 +45,143 @@ def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
 
 
 def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_dir: str | Path | None = None,
-             on_round: RoundCallback | None = None) -> RunReport:
-    """Run the fleet and (if ``out_dir``) write the report; returns the report."""
+             on_round: RoundCallback | None = None, on_line: Callable[[str], None] | None = None) -> RunReport:
+    """Run the fleet and write the report (to ``out_dir``; the Flower engine needs one and uses
+    a temporary directory when none is given); returns the report.
+
+    ``on_round`` gets every round's record (on the Flower engine once the run has ended, from
+    the report); ``on_line`` gets the one-line round summaries as they happen.
+    """
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
     check_fleet(cfg, fleet)
-    dropouts = DropoutPlan(cfg.dropout_rate, cfg.seed)
+    store_url = resolve_store_url(cfg.store)
+    open_store(store_url or None).close()  # fail fast, with one line, before anything starts
     if engine == "analytic":
-        store = open_store(cfg.store or None)
-        backend = AnalyticBackend(fleet, cfg.seed)
-        partition_of = {n.index + 1: n.index for n in fleet.nodes}
-        try:
-            report = FleetCoordinator(cfg, store, DropoutBackend(backend, dropouts, partition_of), fleet=fleet,
-                                      on_round=on_round).run()
-        finally:
-            store.close()
-    else:
-        report = _run_flower(cfg, fleet, dropouts, on_round)
+        report = _run_analytic(cfg, fleet, store_url, on_round, on_line)
+        if out_dir is not None:
+            write_report(report, out_dir, title=f"powerfleet simulation: {fleet.name}, policy {cfg.policy}")
+        return report
     if out_dir is not None:
-        write_report(report, out_dir, title=f"powerfleet simulation: {fleet.name}, policy {cfg.policy}")
+        report = _run_flower(cfg, fleet, Path(out_dir), on_line)
+    else:
+        with tempfile.TemporaryDirectory(prefix="powerfleet-sim-") as tmp:
+            report = _run_flower(cfg, fleet, Path(tmp) / "report", on_line)
+    for record in report.rounds if on_round is not None else ():
+        on_round(record)  # type: ignore[misc]
     return report
 
 
-def _run_flower(cfg: RunConfig, fleet: FleetSpec, dropouts: DropoutPlan, on_round: RoundCallback | None) -> RunReport:
-    from flwr.simulation import run_simulation
+def _run_analytic(cfg: RunConfig, fleet: FleetSpec, store_url: str, on_round: RoundCallback | None,
+                  on_line: Callable[[str], None] | None) -> RunReport:
+    store = open_store(store_url or None)
+    backend = DropoutBackend(AnalyticBackend(fleet, cfg.seed), DropoutPlan(cfg.dropout_rate, cfg.seed),
+                             {n.index + 1: n.index for n in fleet.nodes})
+    coordinator = FleetCoordinator(cfg, store, backend, fleet=fleet)
 
-    from client.client_app import build_client_app
-    from coordinator.server_app import make_server_app
+    def progress(record: RoundRecord) -> None:
+        if on_line is not None:
+            on_line(describe_round(record, [c for c in coordinator.clients if c.round == record.round],
+                                   cfg.num_server_rounds))
+        if on_round is not None:
+            on_round(record)
 
-    store_probe = open_store(cfg.store or None)  # fail fast, with one line, before Ray starts
-    store_probe.close()
-    holder: list[RunReport] = []
-    server_app = make_server_app(cfg, fleet, on_round, holder.append)
-    client_app = build_client_app(dropouts.device_hook if dropouts.rate > 0 else None)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    for name in ("flwr", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": max(1, min(os.cpu_count() or 1, 4)), "include_dashboard": False,
-                      "logging_level": "error", "log_to_driver": False},
-    }
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(fleet.nodes),
-                   backend_name="ray", backend_config=backend_config)  # type: ignore[arg-type]
-    if not holder:
-        raise PowerfleetError("the simulation ended without a result; see the log above")
-    return holder[0]
+    coordinator.on_round = progress
+    try:
+        return coordinator.run()
+    finally:
+        store.close()
+
+
+def app_project(cfg: RunConfig, directory: Path) -> Path:
+    """A Flower app project (only a ``pyproject.toml``) whose components are the simulated
+    fleet's apps and whose run-config defaults are ``cfg``; the code runs from this environment."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = "\n".join(f"{key} = {_toml(value)}" for key, value in cfg.to_run_config().items())
+    (directory / "pyproject.toml").write_text(f"""[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "powerfleet-sim"
+version = "0.1.0"
+description = "powerfleet's simulated fleet (generated by powerfleet simulate)"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "powerfleet"
+
+[tool.flwr.app.components]
+serverapp = "powerfleet.sim.apps:server_app"
+clientapp = "powerfleet.sim.apps:client_app"
+
+[tool.flwr.app.config]
+{config}
+""", encoding="utf-8")
+    return directory
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def _run_flower(cfg: RunConfig, fleet: FleetSpec, out: Path, on_line: Callable[[str], None] | None) -> RunReport:
+    """The Flower engine: the SuperLink's simulation runtime on loopback, ``flwr run --stream``."""
+    bin_dir = Path(sys.executable).parent
+    out = out.resolve()
+    with tempfile.TemporaryDirectory(prefix="powerfleet-flower-") as tmp_text:
+        tmp = Path(tmp_text)
+        fleet_file = tmp / "fleet.toml"
+        fleet_file.write_text(fleet.to_toml(), encoding="utf-8")
+        run_cfg = cfg.with_overrides({"out-dir": str(out), "fleet-file": str(fleet_file),
+                                      "min-available-nodes": len(fleet.nodes)})
+        app = app_project(run_cfg, tmp / "app")
+        http_port = free_port()  # Fleet, Control and Runtime APIs share it in Flower 1.42
+        home = tmp / "flwr-home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "sim"\n\n[superlink.sim]\naddress = "127.0.0.1:{http_port}"\n'
+            "insecure = true\n", encoding="utf-8")
+        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1",
+               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_DEDUP_LOGS": "0",
+               "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
+        procs = ProcessGroup(tmp / "logs", env)
+        try:
+            link = procs.start("superlink", [
+                str(bin_dir / "flower-superlink"), "--insecure", "--simulation",
+                "--disable-runtime-dependency-installation", "--isolation", "subprocess",
+                "--host", "127.0.0.1", "--port", str(http_port)])
+            if not wait_http_ok(f"http://127.0.0.1:{http_port}/health", STARTUP_TIMEOUT_S, link):
+                raise PowerfleetError(f"the loopback SuperLink did not start: {_tail(procs.log('superlink'))}")
+            federation = (f"num-supernodes={len(fleet.nodes)} client-resources-num-cpus=1 "
+                          f"client-resources-num-gpus=0.0 init-args-num-cpus={max(1, min(os.cpu_count() or 1, 4))} "
+                          'init-args-logging-level="error" init-args-log-to-driver=false')
+            run = subprocess.Popen(
+                [str(bin_dir / "flwr"), "run", str(app), "sim", "--stream", "--federation-config", federation],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
+                start_new_session=True)
+            procs.started.append(run)  # type: ignore[arg-type]
+            lines: list[str] = []
+            assert run.stdout is not None
+            for line in run.stdout:
+                lines.append(line.rstrip())
+                text = line.strip()
+                if on_line is not None and (m := _ROUND_LINE.search(text)):
+                    on_line(m.group(0))
+            run.wait()
+        finally:
+            procs.stop_all()
+    if not (out / "report.json").is_file():
+        errors = [ln.split("powerfleet: ", 1)[1] for ln in lines if "powerfleet: " in ln]
+        raise PowerfleetError(errors[-1] if errors else f"the simulation ended without a report: {_tail(lines)}")
+    return load_report(out)
+
+
+def _tail(text: str | list[str]) -> str:
+    lines = [ln for ln in (text.splitlines() if isinstance(text, str) else text) if ln.strip()]
+    return " | ".join(lines[-3:])[-500:] if lines else "no output"

@@ -10,11 +10,12 @@ coordinator or the deployed client knows about any of this.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from flwr.app import Context
 
 from client.runtime import NodeFailureError
 from coordinator.rounds import FleetBackend, Replies
@@ -45,8 +46,8 @@ class DropoutPlan:
         """The failure every engine reports for a simulated dropout."""
         return f"node {partition_id} dropped out in round {round_} (simulated)"
 
-    def device_hook(self, device: Device, task: TrainTask, partition_id: int) -> Device:
-        """For the simulated ClientApp: a device that crashes halfway through a failing node's work."""
+    def crash_if_failing(self, device: Device, task: TrainTask, partition_id: int) -> Device:
+        """A device that crashes halfway through a failing node's work (else ``device`` itself)."""
         if not self.fails(task.round, partition_id):
             return device
         return CrashingDevice(device, max(1, task.work_minibatches // 2), self.message(task.round, partition_id))
@@ -127,9 +128,13 @@ class DropoutBackend:
         self.partition_of = dict(partition_of)
         self.real_training = inner.real_training
 
-    def query(self, query: NodeQuery) -> list[NodeInfo]:
+    def node_ids(self) -> list[int]:
         """Delegated."""
-        return self.inner.query(query)
+        return self.inner.node_ids()
+
+    def query(self, query: NodeQuery, node_ids: Sequence[int]) -> list[NodeInfo]:
+        """Delegated."""
+        return self.inner.query(query, node_ids)
 
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Failing nodes reply with the dropout reason; the others train as usual."""
@@ -139,3 +144,13 @@ class DropoutBackend:
         if rest:
             out.update(self.inner.train(rest, weights, timeout_s))
         return out
+
+
+def dropout_hook(device: Device, task: TrainTask, context: Context) -> Device:
+    """The simulated ClientApp's device hook: dropouts as the run config's ``dropout-rate`` and
+    ``seed`` say, drawn per node (its partition id) and round."""
+    rate = float(context.run_config.get("dropout-rate", 0.0))
+    if rate <= 0:
+        return device
+    plan = DropoutPlan(rate, int(context.run_config.get("seed", 0)))
+    return plan.crash_if_failing(device, task, int(context.node_config.get("partition-id", 0)))

@@ -55,7 +55,7 @@ def check_report(out: Path, summary: dict[str, object]) -> None:
 
 def test_analytic_engine_bootstraps_and_schedules(store_url: str, tmp_path: Path) -> None:
     fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
-    cfg = RunConfig(num_server_rounds=4, store=store_url, **FAST)  # type: ignore[arg-type]
+    cfg = RunConfig(num_server_rounds=4, store=store_url, **FAST)
     out = tmp_path / "report"
     report = simulate(cfg, fleet, engine="analytic", out_dir=out)
     s: dict[str, Any] = report.summary
@@ -79,7 +79,7 @@ def test_analytic_engine_bootstraps_and_schedules(store_url: str, tmp_path: Path
 
 def test_powertrain_saves_energy_against_maxn(store_url: str) -> None:
     fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
-    runs = {p: simulate(RunConfig(num_server_rounds=3, store=store_url, policy=p, **FAST),  # type: ignore[arg-type]
+    runs = {p: simulate(RunConfig(num_server_rounds=3, store=store_url, policy=p, **FAST),
                         fleet, engine="analytic").summary for p in ("powertrain", "maxn")}
     pt: dict[str, Any] = runs["powertrain"]
     mx: dict[str, Any] = runs["maxn"]
@@ -90,7 +90,7 @@ def test_powertrain_saves_energy_against_maxn(store_url: str) -> None:
 
 def test_dropouts_do_not_stall_rounds(store_url: str) -> None:
     fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
-    cfg = RunConfig(num_server_rounds=4, store=store_url, dropout_rate=0.4, **FAST)  # type: ignore[arg-type]
+    cfg = RunConfig(num_server_rounds=4, store=store_url, dropout_rate=0.4, **FAST)
     report = simulate(cfg, fleet, engine="analytic")
     dropped = [c for c in report.clients if c.status == "dropped"]
     assert dropped and all("dropped out" in c.reason for c in dropped)
@@ -103,7 +103,7 @@ def test_dropouts_do_not_stall_rounds(store_url: str) -> None:
 def test_flower_simulation_three_nodes_two_rounds(store_url: str, tmp_path: Path) -> None:
     fleet = FleetSpec.from_groups("three", [{"device": "sim:orin-agx", "count": 1},
                                             {"device": "sim:orin-nano", "count": 2}], 0)
-    cfg = RunConfig(num_server_rounds=3, store=store_url, dropout_rate=0.0, **FAST)  # type: ignore[arg-type]
+    cfg = RunConfig(num_server_rounds=3, store=store_url, dropout_rate=0.0, **FAST)
     out = tmp_path / "report"
     seen: list[int] = []
     report = simulate(cfg, fleet, engine="flower", out_dir=out, on_round=lambda r: seen.append(r.round))
@@ -124,7 +124,7 @@ def test_flower_simulation_three_nodes_two_rounds(store_url: str, tmp_path: Path
 @pytest.mark.slow
 def test_flower_simulation_survives_dropouts(store_url: str) -> None:
     fleet = FleetSpec.uniform("sim:orin-agx", 3)
-    cfg = RunConfig(num_server_rounds=2, store=store_url, dropout_rate=0.5, seed=3, **FAST)  # type: ignore[arg-type]
+    cfg = RunConfig(num_server_rounds=2, store=store_url, dropout_rate=0.5, seed=3, **FAST)
     report = simulate(cfg, fleet, engine="flower")
     statuses = [c.status for c in report.clients]
     assert "dropped" in statuses and "on-time" in statuses
@@ -154,7 +154,7 @@ def _outage_run(private_redis: PrivateRedis, reference_store: Path, tmp_path: Pa
     redis_store.close()
     fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
     cfg = RunConfig(num_server_rounds=5, store=private_redis.url, refine_threshold_pct=0.1,  # refine every round
-                    **FAST)  # type: ignore[arg-type]
+                    **FAST)
 
     def outage(r: RoundRecord) -> None:
         rnd = r.round
@@ -192,7 +192,7 @@ def test_refine_trains_on_a_capped_sample() -> None:
 
 def test_preset_rounds_do_not_feed_the_predictor(store_url: str) -> None:
     fleet = FleetSpec.from_groups("agx", [{"device": "sim:orin-agx", "count": 2}], 0)
-    report = simulate(RunConfig(num_server_rounds=4, store=store_url, policy="preset", **FAST),  # type: ignore[arg-type]
+    report = simulate(RunConfig(num_server_rounds=4, store=store_url, policy="preset", **FAST),
                       fleet, engine="analytic")
     assert all(not r.notes for r in report.rounds)  # no refinement triggered
     store = open_store(store_url)

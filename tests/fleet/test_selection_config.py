@@ -66,7 +66,12 @@ def test_fraction_and_all_selection() -> None:
         ({"min-minibatches": 80}, "min-minibatches must be in [1, 50]"),
         ({"dropout-rate": 1.0}, "dropout-rate must be in [0, 1)"),
         ({"rounds": 3}, "run config key 'rounds' is not known"),
-        ({"num-server-rounds": "many"}, "num-server-rounds='many' must be a int"),
+        ({"num-server-rounds": "many"}, "num-server-rounds='many' must be an integer"),
+        ({"deadline-s": float("inf")}, "deadline-s must be in (0, 86400]; got inf"),
+        ({"deadline-s": "soon"}, "deadline-s='soon' must be a number"),
+        ({"selection": "best"}, "selection 'best' is not known; valid names: deadline, all"),
+        ({"reference-source": "web"}, "reference-source 'web' is not known; valid names: sim, store"),
+        ({"min-available-nodes": 0}, "min-available-nodes must be in [1, 1e+06]; got 0"),
     ],
 )
 def test_run_config_errors(values: dict[str, object], message: str) -> None:
@@ -107,7 +112,7 @@ def test_fleet_file_expands_units_and_caps(tmp_path: Path) -> None:
     assert [n.device_spec for n in fleet.nodes] == ["sim:orin-nano?unit=30&seed=7", "sim:orin-nano?unit=31&seed=7",
                                                      "sim:orin-agx?unit=0&seed=7"]
     assert fleet.cap_for("orin-agx", 20.0) == 30.0 and fleet.cap_for("orin-nano", 20.0) == 20.0
-    shipped = FleetSpec.load(Path(__file__).resolve().parents[2] / "examples/fleets/mixed-12.toml")
+    shipped = FleetSpec.load("mixed-12")
     assert [n.device_type for n in shipped.nodes].count("orin-nano") == 4 and len(shipped.nodes) == 12
     assert len({(n.device_type, n.unit) for n in shipped.nodes}) == 12
 
