@@ -125,7 +125,9 @@ def test_compose_passes_secrets_as_files_only() -> None:
             assert ref.startswith("/run/secrets/") and Path(ref).name in service["secrets"], (name, ref)
     app, redis = spec["services"]["serverapp"], spec["services"]["redis"]
     assert app["environment"] == {"POWERFLEET_STORE": "redis://powerfleet@redis:6379/0",
-                                  "POWERFLEET_REDIS_PASSWORD_FILE": "/run/secrets/redis_password"}
+                                  "POWERFLEET_REDIS_PASSWORD_FILE": "/run/secrets/redis_password",
+                                  "POWERFLEET_RUNS_DIR": "/app/runs"}
+    assert "runs:/app/runs" in app["volumes"] and "runs" in spec["volumes"]  # reports outlive the container
     assert set(app["secrets"]) == {"superexec_secret", "redis_password"} and redis["secrets"] == ["redis_password"]
     assert "/run/secrets/redis_password" in redis["healthcheck"]["test"][1]
     assert "--user powerfleet" in redis["healthcheck"]["test"][1]

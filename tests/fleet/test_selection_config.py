@@ -80,6 +80,16 @@ def test_run_config_errors(values: dict[str, object], message: str) -> None:
     assert message in str(info.value)
 
 
+def test_pyproject_app_config_is_the_run_config() -> None:
+    """``[tool.flwr.app.config]`` holds exactly the RunConfig keys, with its defaults."""
+    import tomllib
+
+    app = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app["config"] == RunConfig().to_run_config()
+    assert RunConfig.from_run_config(app["config"]) == RunConfig()
+    assert app["components"] == {"serverapp": "coordinator.server_app:app", "clientapp": "client.client_app:app"}
+
+
 def test_run_config_round_trip() -> None:
     cfg = RunConfig(num_server_rounds=3, deadline_s=12.5, policy=Policy.MAXN)
     assert RunConfig.from_run_config(cfg.to_run_config()) == cfg
