@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.store import open_store
+from powertrain.boards import get_space
+from powertrain.devices import SimulatedJetson
+from powertrain.predictor import PowerTrainPredictor
 from tests.procs import PrivateRedis, Procs, alive, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,3 +60,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     yield server
     if server.proc is not None:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def reference_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded store file holding a small orin-agx/resnet18 reference (fitted once)."""
+    path = tmp_path_factory.mktemp("store") / "reference.sqlite"
+    truth = SimulatedJetson("orin-agx").true_performance("resnet18-imagenet", get_space("orin-agx").modes("powertrain"))
+    ref = PowerTrainPredictor(fit_steps=300, members=2, transfer_steps=80).fit(
+        truth, device_type="orin-agx", workload="resnet18-imagenet")
+    store = open_store(f"file://{path}")
+    store.put(ref.to_state(), space=get_space("orin-agx"))
+    store.close()
+    return path

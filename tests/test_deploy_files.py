@@ -206,7 +206,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(tmp_path_factory: pytest.TempPathFactory, ca: Path) -> Path:
     """A board installed into a DESTDIR: the unit and tmpfiles rules as a board gets them."""
     tmp = tmp_path_factory.mktemp("installed")
-    _install(tmp, "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "2", "--no-venv")
+    _install(tmp, "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "2", "--num-partitions", "4", "--no-venv")
     return tmp / "board"
 
 
@@ -320,11 +320,12 @@ def test_tmpfiles_rules_grant_exactly_the_nodes_the_backend_writes(installed: Pa
 def test_installer_writes_settings_unit_and_key(tmp_path: Path, ca: Path) -> None:
     spec = "jetson:orin-agx?unit=7&power=ina3221"
     proc = _install(tmp_path, "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "7",
-                    "--device", spec, "--no-venv")
+                    "--num-partitions", "12", "--device", spec, "--no-venv")
     board = tmp_path / "board"
     env = read_environment_file(board / "etc/powerfleet/supernode.env")
     assert env["POWERFLEET_SUPERLINK"] == "coord.lan:8000"
-    assert parse_config_args([env["POWERFLEET_NODE_CONFIG"]]) == {"device": spec, "unit-id": 7}
+    assert parse_config_args([env["POWERFLEET_NODE_CONFIG"]]) == {"device": spec, "unit-id": 7, "partition-id": 7,
+                                                                  "num-partitions": 12}
     key = board / "etc/powerfleet/keys/supernode"
     public = key.with_suffix(".pub").read_text()
     assert key.stat().st_mode & 0o037 == 0 and public.startswith("ecdsa-sha2-nistp384")  # group may read
@@ -342,18 +343,40 @@ def test_installer_writes_settings_unit_and_key(tmp_path: Path, ca: Path) -> Non
     assert (board / "etc/powerfleet/certs/ca.crt").read_bytes() == ca.read_bytes()
     # rerunning keeps the node key (it is registered on the SuperLink)
     before = key.read_bytes()
-    _install(tmp_path, "--superlink", "coord.lan:9000", "--ca", str(ca), "--unit", "7", "--no-venv")
+    _install(tmp_path, "--superlink", "coord.lan:9000", "--ca", str(ca), "--unit", "7", "--num-partitions", "12",
+             "--no-venv")
     assert key.read_bytes() == before
     env = read_environment_file(board / "etc/powerfleet/supernode.env")
     assert env["POWERFLEET_SUPERLINK"] == "coord.lan:9000"
 
 
+def test_installer_gives_every_board_its_own_partition(tmp_path: Path, ca: Path) -> None:
+    """Node configs of a 3-board fleet, as the installer writes them: partitions 0, 1 and 2 of 3."""
+    configs = []
+    for unit in (0, 1, 2):
+        _install(tmp_path / f"u{unit}", "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", str(unit),
+                 "--num-partitions", "3", "--device", f"sim:orin-nano?unit={unit}", "--no-venv")
+        env = read_environment_file(tmp_path / f"u{unit}/board/etc/powerfleet/supernode.env")
+        configs.append(parse_config_args([env["POWERFLEET_NODE_CONFIG"]]))
+    assert sorted(c["partition-id"] for c in configs) == [0, 1, 2]
+    assert {c["num-partitions"] for c in configs} == {3}
+    # a fleet whose unit ids are not 0..N-1 names each board's partition explicitly
+    _install(tmp_path / "u20", "--superlink", "coord.lan:8000", "--ca", str(ca), "--unit", "20",
+             "--num-partitions", "3", "--partition-id", "1", "--no-venv")
+    env = read_environment_file(tmp_path / "u20/board/etc/powerfleet/supernode.env")
+    assert parse_config_args([env["POWERFLEET_NODE_CONFIG"]])["partition-id"] == 1
+
+
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--ca", "CA", "--unit", "1"], "--superlink HOST:PORT is required"),
-    (["--superlink", "https://c:8000", "--ca", "CA", "--unit", "1"], "without a URL scheme"),
-    (["--superlink", "c:8000", "--ca", "/nonexistent", "--unit", "1"], "--ca must name"),
-    (["--superlink", "c:8000", "--ca", "CA", "--unit", "x"], "--unit must be"),
-    (["--superlink", "c:8000", "--ca", "CA", "--unit", "1", "--frobnicate"], "unknown option"),
+    (["--ca", "CA", "--unit", "1", "--num-partitions", "2"], "--superlink HOST:PORT is required"),
+    (["--superlink", "https://c:8000", "--ca", "CA", "--unit", "1", "--num-partitions", "2"], "without a URL scheme"),
+    (["--superlink", "c:8000", "--ca", "/nonexistent", "--unit", "1", "--num-partitions", "2"], "--ca must name"),
+    (["--superlink", "c:8000", "--ca", "CA", "--unit", "x", "--num-partitions", "2"], "--unit must be"),
+    (["--superlink", "c:8000", "--ca", "CA", "--unit", "1", "--num-partitions", "2", "--frobnicate"],
+     "unknown option"),
+    (["--superlink", "c:8000", "--ca", "CA", "--unit", "1"], "--num-partitions must be"),
+    (["--superlink", "c:8000", "--ca", "CA", "--unit", "5", "--num-partitions", "3"],
+     "--partition-id must be in 0 .. 2"),
 ])
 def test_installer_rejects_bad_arguments(tmp_path: Path, ca: Path, args: list[str], needle: str) -> None:
     proc = _install(tmp_path, *[str(ca) if a == "CA" else a for a in args], "--no-venv", check=False)

@@ -163,7 +163,7 @@ def test_split_superlink_closes_registration_to_the_boards_port(tmp_path: Path, 
     # The board side, as the installer sets it up (key pair, CA copy, settings): the fleet port.
     board = tmp_path / "board"
     run(["bash", str(ROOT / "deploy/jetson/install-supernode.sh"), "--superlink", f"127.0.0.1:{fleet_port}",
-         "--ca", str(ca), "--unit", "3", "--runtime-port", str(node_port), "--no-venv"],
+         "--ca", str(ca), "--unit", "3", "--num-partitions", "4", "--runtime-port", str(node_port), "--no-venv"],
         {**procs.env, "DESTDIR": str(board)})
     settings = read_environment_file(board / "etc/powerfleet/supernode.env")
     key = board / settings["POWERFLEET_NODE_KEY"].lstrip("/")

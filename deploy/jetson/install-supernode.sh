@@ -7,6 +7,9 @@
 #   --superlink HOST:PORT  the coordinator's SuperLink (required)
 #   --ca FILE              the fleet CA certificate from make-certs.sh (required)
 #   --unit N               this board's unit id in the fleet (required)
+#   --num-partitions N     how many data partitions the fleet's training set is split into
+#                          (required: one per board, so no two boards train on the same data)
+#   --partition-id P       this board's partition, 0 .. N-1 (default: the unit id)
 #   --device SPEC          device spec for the ClientApp (default jetson:auto?unit=N)
 #   --python EXE           Python >= 3.11 for the venv (default: python3.11, else python3)
 #   --pip-args "ARGS"      extra pip arguments, e.g. an index with the JetPack torch wheel
@@ -23,18 +26,20 @@
 # At the end it prints the public key to register on the SuperLink with `flwr supernode register`.
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "error: $*" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-superlink="" ca="" unit="" device="" python="" pip_args="" site=""
+superlink="" ca="" unit="" device="" python="" pip_args="" site="" partition="" partitions=""
 runtime_port=9094 make_venv=1 start=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --superlink) superlink=${2:?}; shift 2 ;;
     --ca) ca=${2:?}; shift 2 ;;
     --unit) unit=${2:?}; shift 2 ;;
+    --num-partitions) partitions=${2:?}; shift 2 ;;
+    --partition-id) partition=${2:?}; shift 2 ;;
     --device) device=${2:?}; shift 2 ;;
     --python) python=${2:?}; shift 2 ;;
     --pip-args) pip_args=${2:?}; shift 2 ;;
@@ -54,6 +59,10 @@ done
 grep -q "BEGIN CERTIFICATE" "$ca" || die "--ca '$ca' is not a PEM certificate"
 [[ $unit =~ ^[0-9]+$ ]] || die "--unit must be a non-negative integer; got '$unit'"
 [[ $runtime_port =~ ^[0-9]+$ ]] || die "--runtime-port must be a number; got '$runtime_port'"
+[[ $partitions =~ ^[1-9][0-9]*$ ]] || die "--num-partitions must be the number of boards sharing the data (>= 1); got '$partitions'"
+partition=${partition:-$unit}
+[[ $partition =~ ^[0-9]+$ ]] && (( partition < partitions )) \
+  || die "--partition-id must be in 0 .. $((partitions - 1)) (--num-partitions $partitions); got '$partition'"
 device=${device:-jetson:auto?unit=$unit}
 [[ $device != *\"* && $device != *" "* ]] || die "--device must not contain quotes or spaces"
 
@@ -114,6 +123,7 @@ subst() {
   sed -e "s|@PREFIX@|$(esc "$prefix")|g" -e "s|@ETC@|$(esc "$etc")|g" \
       -e "s|@SUPERLINK@|$(esc "$superlink")|g" -e "s|@DEVICE@|$(esc "$device")|g" \
       -e "s|@UNIT@|$unit|g" -e "s|@RUNTIME_PORT@|$runtime_port|g" \
+      -e "s|@PARTITION@|$partition|g" -e "s|@PARTITIONS@|$partitions|g" \
       -e "s|@USER@|$user|g" -e "s|@GROUP@|$group|g" -e "s|@TMPFILES@|$(esc "$tmpfiles")|g" \
       -e "s|@TMPFILES_CONF@|$(esc "$tmpfiles_conf")|g" "$1"
 }

@@ -25,16 +25,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, state) for every process."""
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (ppid, state, session id) for every process."""
     table = {}
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat_file.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        table[int(stat_file.parent.name)] = (int(fields[1]), fields[0])
+        table[int(stat_file.parent.name)] = (int(fields[1]), fields[0], int(fields[3]))
     return table
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process of session ``sid`` (orphans whose parent has exited included)."""
+    return [pid for pid, (_, state, session) in _proc_table().items() if session == sid and state != "Z"]
 
 
 def descendants(pid: int) -> list[int]:
@@ -44,7 +49,7 @@ def descendants(pid: int) -> list[int]:
     frontier = [pid]
     while frontier:
         parent = frontier.pop()
-        for child, (ppid, _) in table.items():
+        for child, (ppid, _, _) in table.items():
             if ppid == parent and child not in found:
                 found.append(child)
                 frontier.append(child)
@@ -79,10 +84,12 @@ class ProcessGroup:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self, grace_s: float = 10.0) -> list[int]:
-        """SIGTERM every started process group and descendant, then SIGKILL; returns all PIDs."""
+        """SIGTERM every started process, its descendants and its session (each was started in a
+        session of its own, which orphans keep), then SIGKILL; returns all PIDs."""
         pids: list[int] = []
         for proc in self.started:
-            pids += [proc.pid, *descendants(proc.pid)]
+            pids += [proc.pid, *descendants(proc.pid), *session_members(proc.pid)]
+        pids = list(dict.fromkeys(pids))
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)  # the group it leads, if it leads one
