@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from coordinator.rounds import RunReport
-from powertrain.profile_io import atomic_output
+from powertrain.outputs import atomic_output
 
 SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "energy_j_total", "energy_j_per_round",
                 "power_cap_violation_rate", "max_power_over_cap_w", "final_accuracy", "profiling_minibatches")

@@ -8,44 +8,21 @@ Every reading error names the file, the line and the column.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
-import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from powertrain.errors import DataFormatError
+from powertrain.outputs import atomic_output
 from powertrain.space import JETSON_KNOBS
 
 TIME_COL = "time_ms"
 POWER_COL = "power_w"
 META_COLS = ("device", "workload")
 PROFILE_COLUMNS = (*JETSON_KNOBS, TIME_COL, POWER_COL)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, mode: str = "w") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
-
-    A failed command therefore never leaves a partial output file behind.
-    """
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise DataFormatError(f"output {target}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
 
 
 def read_profile(

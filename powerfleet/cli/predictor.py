@@ -15,10 +15,11 @@ from powerfleet.serde import artifact_id, load_model, save_model
 from powertrain.boards import board_names, get_space
 from powertrain.errors import InvalidParameterError
 from powertrain.optimize import OBJECTIVES, Choice, ModeTable
+from powertrain.outputs import atomic_output
 from powertrain.pareto import pareto_front
 from powertrain.predictor import TRANSFER_METHODS, PowerTrainPredictor
 from powertrain.predictor.baselines import accuracy_table
-from powertrain.profile_io import atomic_output, read_profile
+from powertrain.profile_io import read_profile
 from powertrain.space import JETSON_KNOBS
 
 

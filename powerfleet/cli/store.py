@@ -166,7 +166,7 @@ def export_cmd(
 ) -> None:
     """Write artifacts (and samples) to files for air-gapped boards; every digest is verified."""
     from powerfleet.serde import Bundle, BundleEntry, encode_bundle
-    from powertrain.profile_io import atomic_output
+    from powertrain.outputs import atomic_output
 
     if fmt not in ("bundle", "models"):
         raise InvalidParameterError(f"--format {fmt!r} must be bundle or models")
