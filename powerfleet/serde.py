@@ -148,7 +148,7 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
                 name=t.name, column=t.column, transform=t.transform, y_mean=t.y_mean, y_std=t.y_std,
                 method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
                 components=tuple(
-                    ComponentState(c.weight, _network_from_proto(c.network, f"{what} {t.name}[{i}]"),
+                    ComponentState(c.weight, _network_from_proto(c.network, f"{what}: {t.name}[{i}]"),
                                    c.scale, c.shift)
                     for i, c in enumerate(t.components)
                 ),

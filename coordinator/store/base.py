@@ -797,24 +797,25 @@ class BackendStore(ModelStore):
         label = pair_label(device_type, workload, version)
         what = "; ".join(problems[:3])
         data = self._blob(device_type, workload, version)
-        if data is None:
-            self._count("corrupt_refused")
-            log.warning("store %s: index entry %s: %s, and the artifact bytes are missing; refused",
-                        self.url, key, what)
-            raise CorruptArtifactError(f"{label} in {self.url}: metadata record is damaged ({what}) and the "
-                                       "artifact bytes are missing; refused")
-        try:
-            info = inspect_predictor(data, label)
-        except ArtifactError as exc:
-            self._count("corrupt_refused")
-            raise CorruptArtifactError(f"{label} in {self.url}: metadata record is damaged ({what}) and "
-                                       f"{_reason(exc, label)}; refused") from None
-        if (info.device_type, info.workload) != (device_type, workload):
-            self._count("corrupt_refused")
-            raise CorruptArtifactError(f"{label} in {self.url}: metadata record is damaged ({what}) and the "
-                                       f"bytes belong to {pair_label(info.device_type, info.workload)}; refused")
-        self._index_problem(key, what, "rebuilt from the artifact bytes")
-        return ArtifactMeta.from_info(info, version, parsed.get("stored_at", 0.0), labels)
+        reason = "the artifact bytes are missing"
+        if data is not None:
+            try:
+                info = inspect_predictor(data, label)
+            except ArtifactError as exc:
+                reason = _reason(exc, label)
+            else:
+                if (info.device_type, info.workload) == (device_type, workload):
+                    self._index_problem(key, what, "rebuilt from the artifact bytes")
+                    return ArtifactMeta.from_info(info, version, parsed.get("stored_at", 0.0), labels)
+                reason = f"the bytes belong to {pair_label(info.device_type, info.workload)}"
+        self._count("corrupt_refused")
+        with self._counts_lock:
+            first = (key, what) not in self._reported
+            self._reported.add((key, what))
+        if first:
+            log.warning("store %s: index entry %s: %s, and %s; refused", self.url, key, what, reason)
+        raise CorruptArtifactError(f"{label} in {self.url}: metadata record is damaged ({what}) and {reason}; "
+                                   "refused")
 
     def _load_blob(self, meta: ArtifactMeta) -> bytes:
         """The stored bytes of a version; missing bytes under an existing record are damage."""
@@ -855,8 +856,13 @@ class BackendStore(ModelStore):
         return info
 
     def _refuse(self, meta: ArtifactMeta, reason: str) -> CorruptArtifactError:
+        """Count a refused load (every time) and log it (once per version and reason)."""
         self._count("corrupt_refused")
-        log.warning("refused %s in %s: %s", meta.label, self.url, reason)
+        with self._counts_lock:
+            first = (meta.label, reason) not in self._reported
+            self._reported.add((meta.label, reason))
+        if first:
+            log.warning("refused %s in %s: %s", meta.label, self.url, reason)
         return CorruptArtifactError(f"{meta.label} in {self.url}: {reason}; refused")
 
     def _check(self, meta: ArtifactMeta, info: ArtifactInfo) -> None:

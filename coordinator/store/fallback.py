@@ -440,8 +440,27 @@ class FallbackModelStore(ModelStore):
             raise StoreUnavailableError(f"cannot delete from {self.primary.url} while it is unreachable; "
                                         "retry when it is back")
 
-        return self._route(lambda: self.primary.delete(device_type, workload, version, profile=profile),
-                           on_local, write=True)
+        def on_primary() -> list[ArtifactMeta]:
+            removed = self.primary.delete(device_type, workload, version, profile=profile)
+            self._forget(device_type, workload, removed, profile=version is None and profile)
+            return removed
+
+        return self._route(on_primary, on_local, write=True)
+
+    def _forget(self, device_type: str, workload: str, removed: list[ArtifactMeta], *, profile: bool) -> None:
+        """Delete from the mirror what was deleted from the primary, so a later re-publish after a
+        wipe does not bring it back (best effort)."""
+        try:
+            for m in removed:
+                for local in self.local.find(m.artifact_id):
+                    if local.pair == (device_type, workload):
+                        self.local.delete(device_type, workload, local.version)
+                self._mirrored.discard(m.artifact_id)
+            if profile and (device_type, workload) in self.local.profile_pairs():
+                self.local.delete(device_type, workload, profile=True)
+        except PowerfleetError as exc:
+            log.warning("could not delete %s/%s from the mirror %s: %s", device_type, workload, self.local.url,
+                        exc)
 
     def import_values(self, artifacts: Sequence[tuple[bytes, Mapping[str, str]]],
                       chunks: Sequence[bytes] = ()) -> ImportResult:

@@ -6,6 +6,7 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -28,8 +29,28 @@ device.register(app)
 fleet.register(app)
 
 
+class _WarningLines(logging.Handler):
+    """Warnings of powerfleet's own loggers as ``warning: ...`` lines on (the current) stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage().splitlines()[0] if record.getMessage() else record.name
+            print(f"{record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never break a command
+            self.handleError(record)
+
+
+def _log_warnings() -> None:
+    """Show store and device warnings (a damaged index entry, a fallback) as one line each."""
+    logger = logging.getLogger("powerfleet")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        handler = _WarningLines(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    _log_warnings()
     command = typer.main.get_command(app)
     try:
         # In non-standalone mode click returns the code of ``typer.Exit`` instead of exiting.
