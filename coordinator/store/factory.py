@@ -39,6 +39,35 @@ def fallback_path(redis_url: str, namespace: str) -> Path:
     return default_store_path().parent / f"fallback-{tag}.sqlite"
 
 
+def check_redis_url(url: str) -> None:
+    """Refuse a Redis URL redis-py would silently misread: a database that is not an integer
+    (``/abc`` means DB 0 to redis-py), a bad port, or a duplicated query parameter."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidParameterError(f"store URL {shown!r} is not valid: {exc}") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidParameterError(f"store URL {shown!r}: port {port} must be in 1..65535")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [k for k, _ in query]
+    dupes = sorted({k for k in names if names.count(k) > 1})
+    if dupes:
+        raise InvalidParameterError(f"store URL {shown!r}: query parameter {dupes[0]!r} is given twice")
+    dbs = [v for k, v in query if k == "db"]
+    if parts.scheme.lower() != "unix":
+        path = parts.path.strip("/")
+        if path:
+            dbs.append(path)
+    for db in dbs:
+        if not db.isdigit() or int(db) > 1_000_000:
+            raise InvalidParameterError(f"store URL {shown!r}: database {db!r} must be a non-negative integer "
+                                        "such as 0 (redis://host:6379/0)")
+    if len({int(d) for d in dbs}) > 1:
+        raise InvalidParameterError(f"store URL {shown!r}: the path and ?db= name different databases")
+
+
 def _split_namespace(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -65,6 +94,7 @@ def open_store(url: str | None = None, *, fallback: bool = True, local_path: str
             raise InvalidParameterError(f"store URL {text!r} must name a file, e.g. file:///var/lib/pf.sqlite")
         return LocalModelStore(path, **options)
     if scheme in _REDIS_SCHEMES:
+        check_redis_url(text)
         redis_url, namespace = _split_namespace(text)
         store = RedisModelStore(redis_url, namespace=namespace, **options)
         try:
