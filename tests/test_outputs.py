@@ -63,7 +63,7 @@ def _commands(inputs: dict[str, Path], store_url: str) -> dict[str, Callable[[Pa
 
 COMMANDS = ["fit -o", "transfer -o", "predict -o", "pareto -o", "pareto --plot", "modes -o", "profile -o",
             "store export -o", "store export --format models -o"]
-CASES = ["directory", "parent-is-a-file", "unwritable-parent", "fifo", "special-file"]
+CASES = ["directory", "missing-parent", "parent-is-a-file", "unwritable-parent", "fifo", "special-file"]
 
 
 def _target(case: str, tmp_path: Path, command: str) -> Path:
@@ -76,6 +76,8 @@ def _target(case: str, tmp_path: Path, command: str) -> Path:
         path = tmp_path / "a-directory"
         path.mkdir()
         return path
+    if case == "missing-parent":
+        return tmp_path / "no-such-dir" / "out"
     if case == "parent-is-a-file":
         (tmp_path / "blocker").write_text("keep me\n")
         return tmp_path / "blocker" / "out"
@@ -85,7 +87,7 @@ def _target(case: str, tmp_path: Path, command: str) -> Path:
         path = tmp_path / "a-fifo"
         os.mkfifo(path)
         return path
-    return Path("/dev/null")
+    return Path("/dev/full")  # writing would fail, replacing it would break the system
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -94,7 +96,7 @@ def test_every_output_option_refuses_bad_targets(cli, inputs: dict[str, Path], s
                                                  tmp_path: Path, command: str, case: str) -> None:
     target = _target(case, tmp_path, command)
     before = sorted(p.name for p in tmp_path.iterdir())
-    dev_null = os.stat("/dev/null")
+    special = os.stat("/dev/full")
     code, _out, err = cli(*_commands(inputs, store_url)[command](target))
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (command, case, err)
@@ -103,8 +105,8 @@ def test_every_output_option_refuses_bad_targets(cli, inputs: dict[str, Path], s
     if case == "fifo":
         assert stat.S_ISFIFO(os.stat(target).st_mode)  # still a FIFO, never replaced
     if case == "special-file":
-        now = os.stat("/dev/null")
-        assert stat.S_ISCHR(now.st_mode) and (now.st_rdev, now.st_ino) == (dev_null.st_rdev, dev_null.st_ino)
+        now = os.stat("/dev/full")
+        assert stat.S_ISCHR(now.st_mode) and (now.st_rdev, now.st_ino) == (special.st_rdev, special.st_ino)
     if case == "directory" and target.is_dir():
         assert list(target.iterdir()) == []
     if case in ("directory", "parent-is-a-file") and not target.is_dir():

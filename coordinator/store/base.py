@@ -667,6 +667,12 @@ class _StateCache:
                 _, (_, s) = self._items.popitem(last=False)
                 self._bytes -= s
 
+    def discard(self, key: str) -> None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._bytes -= item[1]
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -767,6 +773,11 @@ class BackendStore(ModelStore):
         """
 
     @abc.abstractmethod
+    def _write_record(self, meta: ArtifactMeta) -> None:
+        """Store a metadata record rebuilt from the artifact bytes over the damaged one (and its index
+        entries), so the repair is kept and lookups by artifact id find the version again."""
+
+    @abc.abstractmethod
     def _try_lock(self, name: str, token: str, ttl_s: float) -> bool:
         """Take lock ``name`` with ``token`` if free or expired; True on success."""
 
@@ -806,7 +817,12 @@ class BackendStore(ModelStore):
             else:
                 if (info.device_type, info.workload) == (device_type, workload):
                     self._index_problem(key, what, "rebuilt from the artifact bytes")
-                    return ArtifactMeta.from_info(info, version, parsed.get("stored_at", 0.0), labels)
+                    meta = ArtifactMeta.from_info(info, version, parsed.get("stored_at", 0.0), labels)
+                    try:
+                        self._write_record(meta)
+                    except PowerfleetError as exc:  # a read must not fail because the repair could not be kept
+                        log.warning("store %s: could not write the rebuilt record %s back: %s", self.url, key, exc)
+                    return meta
                 reason = f"the bytes belong to {pair_label(info.device_type, info.workload)}"
         self._count("corrupt_refused")
         with self._counts_lock:
@@ -856,7 +872,12 @@ class BackendStore(ModelStore):
         return info
 
     def _refuse(self, meta: ArtifactMeta, reason: str) -> CorruptArtifactError:
-        """Count a refused load (every time) and log it (once per version and reason)."""
+        """Count a refused load (every time) and log it (once per version and reason).
+
+        The artifact is evicted from the cache: once its stored bytes are found bad, :meth:`get`
+        refuses it too (instead of serving the decoded copy), so a builder rebuilds the pair.
+        """
+        self._cache.discard(meta.artifact_id)
         self._count("corrupt_refused")
         with self._counts_lock:
             first = (meta.label, reason) not in self._reported

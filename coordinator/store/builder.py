@@ -379,6 +379,22 @@ def complete(store: ModelStore, plan_: BuildPlan, samples: pd.DataFrame, *,
         return _build_locked(store, plan_, samples, cfg, cost)
 
 
+def current_predictor(store: ModelStore, device_type: str, workload: str,
+                      settings: BuildSettings | None = None) -> StoredPredictor:
+    """The pair's latest predictor; a latest that is refused or gone is rebuilt from the stored
+    samples first (:func:`plan_or_rebuild`). StoreError (one line) if only boards can rebuild it."""
+    try:
+        return store.get(device_type, workload)
+    except (CorruptArtifactError, ArtifactNotFoundError):
+        pass
+    again = plan_or_rebuild(store, device_type, workload, settings)
+    if again.hit is None:
+        raise StoreError(f"{pair_label(device_type, workload)} in {store.url} has no valid predictor and its "
+                         f"samples do not suffice to rebuild one ({len(again.modes)} more modes to profile); a "
+                         "bootstrap is needed")
+    return again.hit
+
+
 def plan_or_rebuild(store: ModelStore, device_type: str, workload: str,
                     settings: BuildSettings | None = None) -> BuildPlan:
     """A plan that is a hit or needs boards: never a build with no modes to profile.
@@ -524,7 +540,7 @@ def refine(store: ModelStore, device_type: str, workload: str, observations: pd.
     check_range("window", window, low=1)
     check_range("min_observations", min_observations, low=1)
     check_range("max_samples", max_samples, low=8)
-    current = store.get(device_type, workload)
+    current = current_predictor(store, device_type, workload, cfg)
     obs = observations.copy()
     obs["source"] = "round"
     store.append_profile(device_type, workload, obs, knobs=current.state.knobs)

@@ -13,8 +13,10 @@ journal and is counted in ``stats()["writeback_failed"]``.
 A primary that comes back *empty* (a Redis without persistence restarted, a flushed
 namespace) is noticed through its epoch (:meth:`RedisModelStore.epoch`), checked before every
 write, at most every ``epoch_check_s`` before reads, and at once when a read finds nothing:
-the journal is written back, then the pairs the primary still lacks are re-published from
-the mirror (oldest version first) with the profile chunks it lacks, and the read is retried. A version
+the pairs the primary lacks are re-published from the mirror (which holds the journaled
+writes too, so everything goes back in the order this host made it, oldest version first)
+with the profile chunks the primary lacks, the journal is written back (finding most of it
+present), and the read is retried. A version
 number handed out before (by the old primary, or by the embedded store while degraded) is
 translated through its artifact id, so ``get(dt, wl, version)`` of a pair this process built
 keeps working. :meth:`heal` runs the same check on demand and says what it did.
@@ -189,9 +191,10 @@ class FallbackModelStore(ModelStore):
             self._counts["epoch_changes"] += 1
             log.warning("store %s lost its data (epoch %s -> %s: restarted empty or flushed); re-publishing "
                         "what this host holds from %s", self.primary.url, known, epoch, self.local.url)
-            # the journal first: its versions are newer than what the mirror held before
-            written = self._under_writeback_lock(self._write_back)
+            # the mirror holds the journaled writes too, in the order this host made them: re-publishing
+            # it first keeps that order (the newest stays latest); the journal then finds them present
             republished, chunks = self._under_writeback_lock(self._republish)
+            written = self._under_writeback_lock(self._write_back)
             report = HealReport(True, republished, chunks, written,
                                 (f"{self.primary.url} lost its data; re-published {republished} artifact(s) "
                                  f"and {chunks} profile chunk(s), wrote back {written} journal entr(ies)",))
@@ -260,7 +263,8 @@ class FallbackModelStore(ModelStore):
         return artifacts, chunks
 
     def _write_back(self) -> int:
-        """Replay the journal into the primary (the caller holds the write-back lock)."""
+        """Replay the journal into the primary (the caller holds the write-back lock); returns how many
+        entries were written (entries the primary already held are acknowledged, not counted)."""
         if not self.local.journal_size():
             return 0
         written = 0
@@ -271,11 +275,13 @@ class FallbackModelStore(ModelStore):
             if not entries:
                 break
             for e in entries:
+                wrote = False
                 try:
                     if e.op == "put":
                         held = self.primary.find(e.artifact_id)
                         if not any(m.pair == (e.device_type, e.workload) for m in held):
                             self.primary.put_artifact(e.data, labels=e.labels)
+                            wrote = True
                     else:
                         key = (e.device_type, e.workload)
                         if key not in digests:
@@ -283,6 +289,7 @@ class FallbackModelStore(ModelStore):
                         if chunk_digest(e.data) not in digests[key]:
                             self.primary.append_profile_chunk(e.data)
                             digests[key].add(chunk_digest(e.data))
+                            wrote = True
                 except StoreUnavailableError:
                     raise
                 except PowerfleetError as exc:  # refused by the primary: keep it, report it
@@ -293,7 +300,7 @@ class FallbackModelStore(ModelStore):
                     continue
                 self.local.journal_ack(e.seq)
                 self._counts["written_back"] += 1
-                written += 1
+                written += wrote
         return written
 
     # ------------------------------------------------------------------ routing

@@ -261,6 +261,14 @@ class LocalModelStore(BackendStore):
         return self._conn().execute("SELECT 1 FROM versions WHERE device_type=? AND workload=? AND version=?",
                                     (device_type, workload, version)).fetchone() is not None
 
+    @_sqlite_errors
+    def _write_record(self, meta: ArtifactMeta) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE versions SET artifact_id=?, kind=?, parent_id=?, n_samples=?, created_at=?, stored_at=?, "
+                      "size_bytes=?, labels=? WHERE device_type=? AND workload=? AND version=?",
+                      (meta.artifact_id, meta.kind, meta.parent_id, meta.n_samples, meta.created_at, meta.stored_at,
+                       meta.size_bytes, meta.encode_labels(), meta.device_type, meta.workload, meta.version))
+
     def _row_meta(self, row: tuple[Any, ...]) -> ArtifactMeta | None:
         """A versions row as metadata (validated; rebuilt from its bytes if a field is damaged).
 
@@ -361,9 +369,11 @@ class LocalModelStore(BackendStore):
 
     @_sqlite_errors
     def find(self, artifact_id: str) -> list[ArtifactMeta]:
-        """Every readable version holding ``artifact_id``."""
-        rows = self._conn().execute(f"SELECT {_META_COLS} FROM versions WHERE artifact_id=?",
-                                    (artifact_id,)).fetchall()
+        """Every readable version holding ``artifact_id`` (rows whose id field is damaged are rebuilt
+        from their bytes first, so they are found too)."""
+        rows = self._conn().execute(f"SELECT {_META_COLS} FROM versions WHERE artifact_id=? OR "
+                                    "typeof(artifact_id)!='text' OR length(artifact_id)!=71 OR "
+                                    "substr(artifact_id, 1, 7)!='sha256:'", (artifact_id,)).fetchall()
         found = [m for m in self._metas(rows) if m.artifact_id == artifact_id]
         return sorted(found, key=lambda m: (m.stored_at, m.version))
 

@@ -375,6 +375,17 @@ class RedisModelStore(BackendStore):
         return None if data is None else bytes(data)
 
     @_redis_errors
+    def _write_record(self, meta: ArtifactMeta) -> None:
+        dt, wl, v = meta.device_type, meta.workload, meta.version
+        pipe = self._r.pipeline(transaction=True)
+        fields: dict[str | bytes, bytes | float | int | str] = dict(_meta_fields(meta).items())
+        pipe.hset(self.key("meta", dt, wl, v), mapping=fields)
+        pipe.zadd(self.key("versions", dt, wl), {str(v): v})
+        pipe.sadd(self.key("id", meta.artifact_id), f"{dt}:{wl}:{v}")
+        pipe.sadd(self.key("pairs"), f"{dt}:{wl}")
+        pipe.execute()
+
+    @_redis_errors
     def _has_record(self, device_type: str, workload: str, version: int) -> bool:
         return bool(self._r.exists(self.key("meta", device_type, workload, version)))
 

@@ -40,17 +40,22 @@ class _WarningLines(logging.Handler):
             self.handleError(record)
 
 
-def _log_warnings() -> None:
-    """Show store and device warnings (a damaged index entry, a fallback) as one line each."""
-    logger = logging.getLogger("powerfleet")
-    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
-        handler = _WarningLines(logging.WARNING)
-        logger.addHandler(handler)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
-    _log_warnings()
+    """Entry point of the console script; returns the exit code.
+
+    While it runs, warnings of powerfleet's loggers (a damaged index entry, a fallback) are
+    printed as one ``warning: ...`` line each.
+    """
+    logger = logging.getLogger("powerfleet")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        return _main(argv)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     try:
         # In non-standalone mode click returns the code of ``typer.Exit`` instead of exiting.

@@ -259,10 +259,13 @@ def test_damaged_sqlite_fields_give_answers_not_tracebacks(cli, filled: str, col
     with sqlite3.connect(filled[7:]) as conn:
         conn.execute(f"UPDATE versions SET {column}=? WHERE device_type=? AND workload=? AND version=2",
                      (value, *NANO))
-    for args in (["ls", "--json"], ["show", *NANO], ["history", *NANO]):
+    for i, args in enumerate((["ls", "--json"], ["show", *NANO], ["history", *NANO])):
         code, out, err = cli("store", *args, "--store", filled)
         assert code == 0 and "Traceback" not in err, (args, err)
-        assert f"{column}=" in err and "rebuilt from the artifact bytes" in err
+        if i == 0:  # reported once, by the first command: the rebuilt record is written back
+            assert f"{column}=" in err and "rebuilt from the artifact bytes" in err
+        else:
+            assert "warning" not in err, err
     code, out, _ = cli("store", "ls", "--json", "--store", filled)
     nano = next(r for r in json.loads(out) if r["device_type"] == NANO[0])
     assert nano["version"] == 2 and nano["n_samples"] == 20  # from the artifact itself
