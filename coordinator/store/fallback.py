@@ -157,20 +157,17 @@ class FallbackModelStore(ModelStore):
 
     def heal(self) -> HealReport:
         """Check the primary now: if it lost its data, re-publish what this host holds and write
-        back the journal. Returns what was done (also when an operation triggered it since the
-        last call); a no-op report while the primary is unreachable."""
+        back the journal. Returns everything done since the previous call (operations trigger the
+        same healing by themselves); an empty report with a note while the primary is unreachable."""
         with self._state_lock:
             if self._degraded and self.sync(force=True) is None:
                 return HealReport(notes=("primary unreachable; serving from the embedded store",))
             try:
-                report = self._check_epoch(force=True)
+                self._check_epoch(force=True)
             except StoreUnavailableError as exc:
                 self._fail_over(exc)
                 return HealReport(notes=("primary unreachable; serving from the embedded store",))
-            if not report.changed and not report.epoch_changed:
-                report, self._last_heal = self._last_heal, HealReport()
-            else:
-                self._last_heal = HealReport()
+            report, self._last_heal = self._last_heal, HealReport()
             return report
 
     def _check_epoch(self, *, force: bool = False) -> HealReport:
@@ -198,7 +195,9 @@ class FallbackModelStore(ModelStore):
             report = HealReport(True, republished, chunks, written,
                                 (f"{self.primary.url} lost its data; re-published {republished} artifact(s) "
                                  f"and {chunks} profile chunk(s), wrote back {written} journal entr(ies)",))
-            self._last_heal = report
+            last = self._last_heal  # what heal() has not reported yet, this included
+            self._last_heal = HealReport(True, last.republished + republished, last.republished_chunks + chunks,
+                                         last.written_back + written, (*last.notes, *report.notes))
             log.warning("%s", report.notes[0])
             return report
 
