@@ -98,11 +98,11 @@ def latency(name: str, make: Callable[[int], BackendStore], state: PredictorStat
     it = iter(datas)
     samples = {"put": timed(lambda: raw.put_artifact(next(it)), len(datas) - 5)}
     meta = raw.meta(*REF)
-    data = raw._read_blob(meta)
+    data = raw._load_blob(meta)
     samples |= {
         "get_raw": timed(lambda: raw.get(*REF), n),
         "get_bytes": timed(lambda: raw.get_artifact(*REF), n),
-        "fetch": timed(lambda: raw._read_blob(meta), n),
+        "fetch": timed(lambda: raw._load_blob(meta), n),
         "sha": timed(lambda: hashlib.sha256(data).digest(), n),
         "decode": timed(lambda: load_predictor(data), n),
         "meta": timed(lambda: raw.meta(*REF), n),

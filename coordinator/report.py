@@ -1,4 +1,9 @@
-"""Writing a run's report: CSV/JSON records, ``summary.json``, a markdown summary and plots."""
+"""Writing a run's report: CSV/JSON records, ``summary.json``, a markdown summary and plots.
+
+Every file goes through :mod:`powertrain.outputs`: the directory is checked (or made) before
+anything is written - :func:`check_report_dir` lets a run check it before its first round -
+and the files are moved into place together, only once all of them are written.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from coordinator.records import ClientRecord, RoundRecord
 from coordinator.rounds import RunReport
 from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
 from powertrain.errors import DataFormatError
-from powertrain.profile_io import atomic_output
+from powertrain.outputs import atomic_outputs, check_output_dir
 
 SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "energy_j_total", "energy_j_per_round",
                 "power_cap_violation_rate", "max_power_over_cap_w", "final_accuracy", "profiling_minibatches")
@@ -31,33 +36,34 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+REPORT_FILES = ("rounds.csv", "rounds.json", "clients.csv", "summary.json", "summary.md", "rounds.png", "report.json")
 
 
-def write_report(report: RunReport, out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
-    """Write every report file into ``out_dir``; returns them by name."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def check_report_dir(out_dir: str | Path, *, what: str = "--out") -> Path:
+    """Make sure the report directory exists and takes new files (call before a run starts)."""
+    return check_output_dir(out_dir, what=what)
+
+
+def write_report(report: RunReport, out_dir: str | Path, *, title: str = "", what: str = "--out") -> dict[str, Path]:
+    """Write every report file into ``out_dir`` (all or none of them); returns them by name."""
+    out = check_report_dir(out_dir, what=what)
     rounds = pd.DataFrame([r.to_dict() for r in report.rounds])
     clients = pd.DataFrame([c.to_dict() for c in report.clients])
-    files = {
-        "rounds.csv": out / "rounds.csv", "rounds.json": out / "rounds.json", "clients.csv": out / "clients.csv",
-        "summary.json": out / "summary.json", "summary.md": out / "summary.md", "report.json": out / "report.json",
-    }
-    with atomic_output(files["rounds.csv"]) as tmp:
-        rounds.to_csv(tmp, index=False, float_format="%.6g")
-    _write_text(files["rounds.json"], json.dumps(_clean(rounds.to_dict(orient="records")), indent=1))
-    with atomic_output(files["clients.csv"]) as tmp:
-        clients.to_csv(tmp, index=False, float_format="%.6g")
+    files = {name: out / name for name in REPORT_FILES}
     summary = {**report.summary, "config": report.config.to_run_config(), "predictors": report.predictors}
-    _write_text(files["summary.json"], json.dumps(_clean(summary), indent=1, sort_keys=False))
-    _write_text(files["summary.md"], markdown(report, title))
-    _write_text(files["report.json"], json.dumps(_clean({
-        "config": report.config.to_run_config(), "summary": report.summary, "predictors": report.predictors,
-        "rounds": [asdict(r) for r in report.rounds], "clients": [asdict(c) for c in report.clients]})))
-    files.update(plots(report, out))
+    with atomic_outputs(*((path, what) for path in files.values())) as temps:
+        tmp = dict(zip(files, temps, strict=True))
+        rounds.to_csv(tmp["rounds.csv"], index=False, float_format="%.6g")
+        tmp["rounds.json"].write_text(json.dumps(_clean(rounds.to_dict(orient="records")), indent=1),
+                                      encoding="utf-8")
+        clients.to_csv(tmp["clients.csv"], index=False, float_format="%.6g")
+        tmp["summary.json"].write_text(json.dumps(_clean(summary), indent=1, sort_keys=False), encoding="utf-8")
+        tmp["summary.md"].write_text(markdown(report, title), encoding="utf-8")
+        tmp["report.json"].write_text(json.dumps(_clean({
+            "config": report.config.to_run_config(), "summary": report.summary, "predictors": report.predictors,
+            "rounds": [asdict(r) for r in report.rounds], "clients": [asdict(c) for c in report.clients]})),
+            encoding="utf-8")
+        plots(report, tmp["rounds.png"])
     return files
 
 
@@ -111,8 +117,8 @@ def markdown(report: RunReport, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(report: RunReport, out: Path) -> dict[str, Path]:
-    """Energy and duration per round by device type, deadline outcomes, and accuracy (PNG)."""
+def plots(report: RunReport, path: Path) -> Path:
+    """Energy and duration per round by device type, deadline outcomes, and accuracy (PNG at ``path``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,8 +163,8 @@ def plots(report: RunReport, out: Path) -> dict[str, Path]:
         a.set_xlabel("round")
         a.grid(alpha=0.3)
     fig.tight_layout()
-    path = out / "rounds.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return {"rounds.png": path}
+    try:
+        fig.savefig(path, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return path

@@ -30,6 +30,7 @@ from coordinator.reference import make_reference_source
 from coordinator.selection import SelectionInput, make_selection
 from coordinator.store import builder
 from coordinator.store.base import ModelStore
+from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
 from powerfleet.protocol.enums import ClientStatus, WorkKind
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
 from powerfleet.tasks.digits import evaluate, get_weights, make_dataset, new_model, set_weights
@@ -167,14 +168,19 @@ class FleetCoordinator:
                     "are the SuperNodes running and registered?")
             time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
-    def cap_for(self, device_type: str) -> float:
-        """The power cap of a device type."""
-        return self.fleet.cap_for(device_type, self.cfg.power_cap_w) if self.fleet else self.cfg.power_cap_w
+    def cap_of(self, info: NodeInfo) -> float:
+        """A board's power cap: its fleet group's (a simulated node is the fleet board at its
+        partition id), else the run's ``power-cap-w``."""
+        if self.fleet is not None and 0 <= info.partition_id < len(self.fleet.nodes):
+            node = self.fleet.nodes[info.partition_id]
+            if node.device_type == info.device_type and node.unit == info.unit:
+                return self.fleet.cap_of(node, self.cfg.power_cap_w)
+        return self.cfg.power_cap_w
 
     def check_caps(self, infos: list[NodeInfo]) -> None:
         """Refuse a run whose cap is below a board's idle power (before any round)."""
         for info in infos:
-            check_cap_above_idle(info.device_type, self.cap_for(info.device_type), info.idle_power_w or None)
+            check_cap_above_idle(info.device_type, self.cap_of(info), info.idle_power_w or None)
 
     def prepare(self, infos: list[NodeInfo]) -> None:
         """Load or plan a predictor for every device type present."""
@@ -182,15 +188,21 @@ class FleetCoordinator:
             self._ensure(dtype)
 
     def _ensure(self, dtype: str) -> None:
-        plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
+        """Install the pair's predictor, or start a bootstrap that profiles at least one mode:
+        a pair with no valid latest is rebuilt from its stored samples when they suffice."""
+        plan = builder.plan_or_rebuild(self.store, dtype, self.cfg.workload, self.build_settings)
         if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
             # The reference is profiled once, on a full grid - not inside FL rounds.
             self._build_reference()
-            plan = builder.plan(self.store, dtype, self.cfg.workload, self.build_settings)
+            plan = builder.plan_or_rebuild(self.store, dtype, self.cfg.workload, self.build_settings)
         if plan.hit is not None:
             self._install(dtype, plan.hit.meta.version)
-            self.build_notes[dtype] = f"reused {plan.hit.meta.label} from the store"
+            how = "; ".join(plan.notes) if plan.notes else f"reused {plan.hit.meta.label} from the store"
+            self.build_notes[dtype] = how
         else:
+            if not plan.needs_boards:  # plan_or_rebuild never returns this; refuse to loop doing nothing
+                raise PowerfleetError(f"no way to a predictor for {dtype}/{self.cfg.workload}: rule {plan.rule} "
+                                      "with nothing to profile")
             self.bootstraps[dtype] = Bootstrap(plan)
             src = plan.source.meta.label if plan.source else "-"
             self.build_notes[dtype] = f"bootstrap: rule {plan.rule} from {src}, {len(plan.modes)} modes to profile"
@@ -203,8 +215,14 @@ class FleetCoordinator:
         builder.get_or_build(self.store, ref_type, ref_workload, collector, settings=self.build_settings)
 
     def _install(self, dtype: str, version: int | None = None) -> None:
-        meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
-        stored = self.store.get(dtype, self.cfg.workload, meta.version)
+        try:
+            meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
+            stored = self.store.get(dtype, self.cfg.workload, meta.version)
+        except (CorruptArtifactError, ArtifactNotFoundError) as exc:  # refused or lost: rebuild, then use it
+            log.warning("%s/%s v%s cannot be used (%s); rebuilding", dtype, self.cfg.workload, version, exc)
+            current = builder.current_predictor(self.store, dtype, self.cfg.workload, self.build_settings)
+            meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, current.meta.version)
+            stored = current
         space = get_space(dtype)
         modes = space.modes("full")
         table = ModeTable(modes, PowerTrainPredictor.from_state(stored.state).predict(modes), space.knob_names)
@@ -225,16 +243,19 @@ class FleetCoordinator:
     def run_round(self, rnd: int) -> RoundRecord:
         """One round (see the module docstring)."""
         started = time.perf_counter()
+        healed = self.store.heal()
+        if healed.changed or healed.notes:
+            log.warning("store: %s", "; ".join(healed.notes) or f"re-published {healed.republished} artifacts")
         infos, gone = self._connected(rnd)
         for info in infos:
             if info.device_type not in self.predictors and info.device_type not in self.bootstraps:
-                check_cap_above_idle(info.device_type, self.cap_for(info.device_type), info.idle_power_w or None)
+                check_cap_above_idle(info.device_type, self.cap_of(info), info.idle_power_w or None)
                 self._ensure(info.device_type)  # a board type that joined mid-run
         available = [i for i in infos if i.available]
         unavailable = [i for i in infos if not i.available]
         info_of = {i.node_id: i for i in (*infos, *gone)}
         tables = {d: p.table for d, p in self.predictors.items()}
-        caps = {i.device_type: self.cap_for(i.device_type) for i in infos}
+        caps = {i.node_id: self.cap_of(i) for i in infos}
         boot_nodes = [i for i in available if i.device_type in self.bootstraps]
         normal = [i for i in available if i.device_type not in self.bootstraps]
         chosen, skipped = self.selection.select(SelectionInput(
@@ -273,7 +294,7 @@ class FleetCoordinator:
             elif node_id in self.nodes:
                 self.nodes[node_id] = replace(self.nodes[node_id], predictor_id=reply[0].predictor_id)
         self._aggregate(updates)
-        notes = self._learn(rnd, replies)
+        notes = "; ".join([*healed.notes, self._learn(rnd, replies)]).strip("; ")
         loss, acc = (math.nan, math.nan)
         if self._test is not None:
             loss, acc = evaluate(self.model, self._test)
@@ -288,7 +309,7 @@ class FleetCoordinator:
         send = pred is not None and info.predictor_id != pred.artifact_id
         return TrainTask(
             round=rnd, workload=self.cfg.workload, work_minibatches=work, min_minibatches=self.cfg.min_minibatches,
-            deadline_s=self.cfg.deadline_s, power_cap_w=self.cap_for(info.device_type), objective=self.cfg.objective,
+            deadline_s=self.cfg.deadline_s, power_cap_w=self.cap_of(info), objective=self.cfg.objective,
             policy=self.cfg.policy, margin_z=self.cfg.margin_z, seed=self.cfg.seed, lr=self.cfg.lr,
             predictor_id=pred.artifact_id if pred else "", predictor_bytes=pred.artifact if send and pred else b"",
             profile_modes=profile_modes, profile_minibatches=self.cfg.profile_minibatches,
@@ -313,6 +334,9 @@ class FleetCoordinator:
                 records.append(dropped)
                 continue
             res, weights = reply
+            if res.work_done <= 0:  # a reply with no training and no profiling is never counted on time
+                records.append(replace(dropped, reason="replied without doing any work"))
+                continue
             on_time = res.deadline_met or boot  # bootstrap rounds wait for the profiles
             if on_time and res.examples > 0 and weights:
                 updates.append((res.examples, weights))

@@ -46,7 +46,7 @@ class SelectionInput:
 
     nodes: Sequence[NodeInfo]  # available nodes
     tables: Mapping[str, ModeTable]  # predictions per device type (missing: no predictor yet)
-    caps_w: Mapping[str, float]  # power cap per device type
+    caps_w: Mapping[int, float]  # power cap per node id (fleet groups may differ within a type)
     deadline_s: float
     local_minibatches: int
     min_minibatches: int
@@ -82,29 +82,30 @@ class DeadlineAwareSelection:
 
     def select(self, inp: SelectionInput, rng: np.random.Generator) -> tuple[list[Assignment], list[Skip]]:
         """See the module docstring."""
-        per_type: dict[str, tuple[int, WorkKind, str]] = {}
-        for dtype in {n.device_type for n in inp.nodes}:
+        per_group: dict[tuple[str, float], tuple[int, WorkKind, str]] = {}  # (device type, cap): decision
+        for dtype, cap in {(n.device_type, inp.caps_w[n.node_id]) for n in inp.nodes}:
             table = inp.tables.get(dtype)
             if table is None:
-                per_type[dtype] = (inp.local_minibatches, WorkKind.FULL, "full (no predictor yet)")
+                per_group[dtype, cap] = (inp.local_minibatches, WorkKind.FULL, "full (no predictor yet)")
                 continue
-            res = table.choose(power_cap_w=inp.caps_w[dtype], objective="time", margin_z=inp.margin_z)
+            res = table.choose(power_cap_w=cap, objective="time", margin_z=inp.margin_z)
             if not isinstance(res, Choice):
-                per_type[dtype] = (0, WorkKind.NONE, f"no mode under {inp.caps_w[dtype]:g} W: {res.reason}")
+                per_group[dtype, cap] = (0, WorkKind.NONE, f"no mode under {cap:g} W: {res.reason}")
                 continue
             fit = math.floor(inp.deadline_s * 1000.0 / res.time_ms_upper)
             if fit < inp.min_minibatches:
-                per_type[dtype] = (0, WorkKind.NONE, f"fastest mode under {inp.caps_w[dtype]:g} W needs "
-                                   f"{res.time_ms_upper:.0f} ms/minibatch: {fit} < {inp.min_minibatches} "
-                                   f"minibatches fit in {inp.deadline_s:g} s")
+                per_group[dtype, cap] = (0, WorkKind.NONE, f"fastest mode under {cap:g} W needs "
+                                         f"{res.time_ms_upper:.0f} ms/minibatch: {fit} < {inp.min_minibatches} "
+                                         f"minibatches fit in {inp.deadline_s:g} s")
             elif fit < inp.local_minibatches:
-                per_type[dtype] = (fit, WorkKind.PARTIAL, f"partial: {fit} of {inp.local_minibatches} minibatches fit")
+                per_group[dtype, cap] = (fit, WorkKind.PARTIAL,
+                                         f"partial: {fit} of {inp.local_minibatches} minibatches fit")
             else:
-                per_type[dtype] = (inp.local_minibatches, WorkKind.FULL, "full")
+                per_group[dtype, cap] = (inp.local_minibatches, WorkKind.FULL, "full")
         chosen: list[Assignment] = []
         skipped: list[Skip] = []
         for n in inp.nodes:
-            work, kind, reason = per_type[n.device_type]
+            work, kind, reason = per_group[n.device_type, inp.caps_w[n.node_id]]
             if work > 0:
                 chosen.append(Assignment(n.node_id, work, kind, reason))
             else:

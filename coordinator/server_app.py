@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, default_fleet
 from coordinator.flower_backend import FlowerBackend
-from coordinator.report import write_report
+from coordinator.report import check_report_dir, write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store, redact_url, resolve_store_url
 from powertrain.errors import InvalidParameterError, PowerfleetError
@@ -57,8 +57,7 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     """
     if fleet is None:
         fleet = FleetSpec.load(cfg.fleet_file) if cfg.fleet_file else default_fleet()
-    out = out_dir_for(cfg, run_id)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_report_dir(out_dir_for(cfg, run_id), what="out-dir")  # before any round, not after the run
     url = resolve_store_url(cfg.store)
     store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
     log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
@@ -71,7 +70,7 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     report.summary["store_writes_pending"] = pending
     if pending:
         log.warning("%d store write(s) wait in %s for the store to return", pending, out / "store-fallback.sqlite")
-    write_report(report, out, title=f"powerfleet run {run_id} ({cfg.policy})")
+    write_report(report, out, title=f"powerfleet run {run_id} ({cfg.policy})", what="out-dir")
     return report
 
 

@@ -1,14 +1,17 @@
 """Conversions between domain objects and the ``powerfleet.v1`` protobuf messages.
 
-This is the only module that imports the generated code. Every load checks the magic, the
-format version, the sha256 digest of the payload and the shapes of every tensor before any
-object is built, so a corrupt, truncated or foreign value is refused whole, never half-loaded.
+This is the only module that imports the generated code. Every load checks the bytes (magic,
+format version, the sha256 digest of the payload) and then their meaning (:func:`check_meaning`:
+finite numbers everywhere, tensor shapes that match the network architecture the payload
+declares, knobs and units of the device type's space), so a corrupt, truncated, foreign or
+crafted value is refused whole, never half-loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +23,9 @@ import pandas as pd
 from google.protobuf.message import DecodeError
 
 from powerfleet.v1 import powerfleet_pb2 as pb
+from powertrain.boards import board_names, get_space
 from powertrain.errors import DataFormatError
+from powertrain.outputs import atomic_output
 from powertrain.predictor.state import (
     STATE_SCHEMA_VERSION,
     ComponentState,
@@ -28,7 +33,6 @@ from powertrain.predictor.state import (
     PredictorState,
     TargetState,
 )
-from powertrain.profile_io import atomic_output
 from powertrain.space import Knob, ModeSpace
 
 MAGIC = "powerfleet.predictor"
@@ -124,41 +128,128 @@ def state_to_payload(state: PredictorState, space: ModeSpace | None = None) -> p
 
 
 def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> PredictorState:
-    """Rebuild a predictor state, translating every inconsistency into ArtifactError."""
+    """Rebuild a predictor state, translating every inconsistency into ArtifactError.
+
+    The state's meaning is checked as well (:func:`check_meaning`), so what this returns can
+    be used to predict without producing NaN or failing on a shape.
+    """
     if payload.schema_version != STATE_SCHEMA_VERSION:
         raise ArtifactError(f"{what}: predictor schema version {payload.schema_version} is not supported "
                             f"(this build reads {STATE_SCHEMA_VERSION})")
     try:
         settings = json.loads(payload.settings_json) if payload.settings_json else {}
+    except ValueError:
+        raise ArtifactError(f"{what}: settings are not valid JSON") from None
+    if not isinstance(settings, dict):
+        raise ArtifactError(f"{what}: settings must be a JSON object; got {type(settings).__name__}")
+    try:
         targets = tuple(
             TargetState(
                 name=t.name, column=t.column, transform=t.transform, y_mean=t.y_mean, y_std=t.y_std,
                 method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
                 components=tuple(
-                    ComponentState(c.weight, _network_from_proto(c.network, f"{what} {t.name}[{i}]"),
+                    ComponentState(c.weight, _network_from_proto(c.network, f"{what}: {t.name}[{i}]"),
                                    c.scale, c.shift)
                     for i, c in enumerate(t.components)
                 ),
             )
             for t in payload.targets
         )
-        return PredictorState(
+        state = PredictorState(
             device_type=payload.device_type, workload=payload.workload, knobs=tuple(payload.knobs),
             knob_transforms=tuple(payload.knob_transforms),
             input_mean=np.asarray(payload.input_mean, float), input_std=np.asarray(payload.input_std, float),
             targets=targets, kind=_MADE_BY_NAME.get(payload.made_by, "reference"),
             parent_id=payload.parent_id, n_samples=payload.n_samples, seed=payload.seed,
-            created_at=payload.created_at, settings=settings if isinstance(settings, dict) else {},
+            created_at=payload.created_at, settings=settings,
         )
     except ArtifactError:
         raise
     except (DataFormatError, ValueError, KeyError) as exc:
         raise ArtifactError(f"{what}: inconsistent predictor: {exc}") from None
+    check_meaning(state, payload.space if payload.HasField("space") else None, what)
+    return state
+
+
+#: Largest ensemble, layer width and depth a loaded network may have (far above what is trained).
+MAX_MEMBERS, MAX_WIDTH, MAX_LAYERS = 256, 4096, 16
+
+
+def _architecture(settings: Mapping[str, Any], what: str) -> tuple[tuple[int, ...] | None, str | None]:
+    """The hidden widths and activation the payload's settings declare (None where not declared)."""
+    hidden = settings.get("hidden")
+    declared: tuple[int, ...] | None = None
+    if hidden is not None:
+        if (not isinstance(hidden, list) or not hidden
+                or not all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_WIDTH for h in hidden)
+                or len(hidden) > MAX_LAYERS):
+            raise ArtifactError(f"{what}: settings hidden={hidden!r} must list 1-{MAX_LAYERS} layer widths "
+                                f"in [1, {MAX_WIDTH}]")
+        declared = tuple(hidden)
+    activation = settings.get("activation")
+    if activation is not None and not isinstance(activation, str):
+        raise ArtifactError(f"{what}: settings activation={activation!r} must be a string")
+    return declared, activation
+
+
+def check_meaning(state: PredictorState, space: pb.KnobSpace | None = None, what: str = "artifact") -> None:
+    """Refuse a well-formed predictor that cannot mean anything (one line, ArtifactError).
+
+    Checks: every number finite (scaling, normalisation, component weights, error terms,
+    creation time); every network's hidden widths and activation equal to the architecture
+    its settings declare, and all components of a target of one ensemble size; for a known
+    board type, knobs that are knobs of its space and a recorded space whose knob units match.
+    """
+    def bad(message: str) -> ArtifactError:
+        return ArtifactError(f"{what}: {message}")
+
+    if not (np.all(np.isfinite(state.input_mean)) and np.all(np.isfinite(state.input_std))):
+        raise bad("input scaling holds a non-finite value")
+    if not np.isfinite(state.created_at):
+        raise bad(f"created_at={state.created_at!r} is not finite")
+    hidden, activation = _architecture(state.settings, what)
+    for t in state.targets:
+        if not (np.isfinite(t.error_log_rmse) and t.error_log_rmse >= 0):
+            raise bad(f"target {t.name}: error_log_rmse={t.error_log_rmse!r} must be a finite number >= 0")
+        members = {c.network.members for c in t.components}
+        if len(members) != 1:
+            raise bad(f"target {t.name}: components have different ensemble sizes {sorted(members)}")
+        for i, c in enumerate(t.components):
+            net = c.network
+            if not all(np.isfinite(v) for v in (c.weight, c.scale, c.shift)):
+                raise bad(f"target {t.name} component {i}: weight, scale and shift must be finite")
+            if net.members > MAX_MEMBERS or len(net.weights) > MAX_LAYERS + 1:
+                raise bad(f"target {t.name} component {i}: {net.members} members and {len(net.weights)} layers "
+                          f"exceed {MAX_MEMBERS} and {MAX_LAYERS + 1}")
+            if hidden is not None and net.hidden != hidden:
+                raise bad(f"target {t.name} component {i}: tensor shapes give hidden layers {list(net.hidden)}, "
+                          f"the settings declare {list(hidden)}")
+            if activation is not None and net.activation != activation:
+                raise bad(f"target {t.name} component {i}: activation {net.activation!r} differs from the "
+                          f"declared {activation!r}")
+    if state.device_type in board_names():
+        board = get_space(state.device_type)
+        unknown = [k for k in state.knobs if k not in board.knob_names]
+        if unknown:
+            raise bad(f"knob(s) {', '.join(unknown)} are not knobs of {state.device_type} "
+                      f"({', '.join(board.knob_names)})")
+        if space is not None and len(space.knobs):
+            units = {k.name: k.unit for k in board.knobs}
+            for k in space.knobs:
+                if k.name not in units:
+                    raise bad(f"recorded space knob {k.name!r} is not a knob of {state.device_type}")
+                if k.unit != units[k.name]:
+                    raise bad(f"recorded space knob {k.name} has unit {k.unit!r}; {state.device_type} "
+                              f"uses {units[k.name]!r}")
+                if not all(np.isfinite(v) for v in k.values):
+                    raise bad(f"recorded space knob {k.name} holds a non-finite value")
 
 
 def encode_predictor(state: PredictorState, space: ModeSpace | None = None) -> bytes:
-    """Serialize a predictor as an artifact (payload + digest)."""
-    payload = state_to_payload(state, space).SerializeToString(deterministic=True)
+    """Serialize a predictor as an artifact (payload + digest); a meaningless state is refused."""
+    message = state_to_payload(state, space)
+    check_meaning(state, message.space if message.HasField("space") else None, "predictor to encode")
+    payload = message.SerializeToString(deterministic=True)
     if len(payload) > MAX_ARTIFACT_BYTES:
         raise ArtifactError(f"artifact is {len(payload)} bytes; the limit is {MAX_ARTIFACT_BYTES}")
     return pb.PredictorArtifact(magic=MAGIC, format_version=FORMAT_VERSION, payload=payload,
@@ -237,8 +328,17 @@ def _inspect(data: bytes, what: str) -> tuple[ArtifactInfo, pb.PredictorPayload]
 
 
 def inspect_predictor(data: bytes, what: str = "artifact") -> ArtifactInfo:
-    """Verify artifact bytes (magic, format, digest) and return their metadata."""
+    """Verify artifact bytes (magic, format, digest) and return their metadata (no tensors decoded).
+
+    Enough to tell whose bytes these are; use :func:`verify_predictor` or :func:`load_predictor`
+    before trusting their meaning.
+    """
     return _inspect(data, what)[0]
+
+
+def verify_predictor(data: bytes, what: str = "artifact") -> ArtifactInfo:
+    """Verify artifact bytes completely (bytes and meaning) and return their metadata."""
+    return load_predictor(data, what)[0]
 
 
 def load_predictor(data: bytes, what: str = "artifact") -> tuple[ArtifactInfo, PredictorState]:
@@ -247,20 +347,32 @@ def load_predictor(data: bytes, what: str = "artifact") -> tuple[ArtifactInfo, P
     return info, state_from_payload(payload, what)
 
 
-def save_model(path: str | Path, state: PredictorState, space: ModeSpace | None = None) -> str:
-    """Write a ``.model`` file atomically; returns its artifact id."""
+def save_model(path: str | Path, state: PredictorState, space: ModeSpace | None = None, *,
+               what: str = "output") -> str:
+    """Write a ``.model`` file atomically (see :mod:`powertrain.outputs`); returns its artifact id."""
     data = encode_predictor(state, space)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, what=what) as tmp:
         tmp.write_bytes(data)
     return artifact_id(data)
 
 
-def load_model(path: str | Path) -> PredictorState:
-    """Read and verify a ``.model`` file."""
+def read_artifact_file(path: str | Path) -> bytes:
+    """The bytes of an artifact file (``.model``), one-line errors for what cannot be read."""
     p = Path(path)
     if not p.is_file():
-        raise ArtifactError(f"{p}: model file not found")
-    return decode_predictor(p.read_bytes(), str(p))
+        raise ArtifactError(f"{p}: model file not found" if not p.exists() else f"{p}: not a regular file")
+    try:
+        size = p.stat().st_size
+        if size > MAX_ARTIFACT_BYTES + 1024:
+            raise ArtifactError(f"{p}: {size} bytes exceeds the artifact limit {MAX_ARTIFACT_BYTES}")
+        return p.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+
+
+def load_model(path: str | Path) -> PredictorState:
+    """Read and verify a ``.model`` file (bytes and meaning)."""
+    return decode_predictor(read_artifact_file(path), str(path))
 
 
 # ---------------------------------------------------------------- profiles
@@ -290,7 +402,10 @@ def encode_profile(msg: pb.Profile) -> bytes:
 
 
 def decode_profile(data: bytes, what: str = "profile") -> pb.Profile:
-    """Verify and decode Profile bytes."""
+    """Verify and decode Profile bytes: digest, then meaning (distinct knobs, one value per knob,
+    finite knob values, finite positive time and power)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ArtifactError(f"{what}: expected bytes, got {type(data).__name__}")
     msg = pb.Profile()
     try:
         msg.ParseFromString(bytes(data))
@@ -301,11 +416,52 @@ def decode_profile(data: bytes, what: str = "profile") -> pb.Profile:
     if not stored or digest_of(msg.SerializeToString(deterministic=True)) != stored:
         raise ArtifactError(f"{what}: profile digest mismatch: corrupt or tampered")
     msg.digest = stored
+    knobs = list(msg.knobs)
+    if not knobs or len(set(knobs)) != len(knobs) or not all(knobs):
+        raise ArtifactError(f"{what}: knobs {knobs} must be non-empty, named and distinct")
+    n = len(knobs)
     for i, s in enumerate(msg.samples):
-        if len(s.knob_values) != len(msg.knobs):
-            raise ArtifactError(f"{what}: sample {i} has {len(s.knob_values)} knob values for "
-                                f"{len(msg.knobs)} knobs")
+        values = s.knob_values
+        if len(values) != n:
+            raise ArtifactError(f"{what}: sample {i} has {len(values)} knob values for {n} knobs")
+        t, p = s.time_ms, s.power_w
+        if not (0 < t < math.inf and 0 < p < math.inf and math.isfinite(s.timestamp)
+                and all(map(math.isfinite, values))):
+            raise ArtifactError(f"{what}: sample {i} holds a non-finite value or a time/power <= 0")
     return msg
+
+
+def chunk_digest(data: bytes) -> str:
+    """The hex sha256 of an encoded profile chunk (how stores recognise a chunk they hold)."""
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+def merge_profiles(chunks: Sequence[bytes], max_samples: int = 200_000, what: str = "profile") -> list[bytes]:
+    """Merge encoded chunks of one pair into as few chunks as possible (at most ``max_samples``
+    samples each), in order; each merged chunk records the digests of what it holds."""
+    if not chunks:
+        return []
+    msgs = [decode_profile(c, f"{what} chunk {i + 1}") for i, c in enumerate(chunks)]
+    head = msgs[0]
+    for i, m in enumerate(msgs[1:], start=2):
+        if (m.device_type, m.workload, list(m.knobs)) != (head.device_type, head.workload, list(head.knobs)):
+            raise ArtifactError(f"{what} chunk {i}: pair or knobs differ from chunk 1; cannot merge")
+    out: list[bytes] = []
+    current = pb.Profile(device_type=head.device_type, workload=head.workload, knobs=list(head.knobs))
+    for raw, m in zip(chunks, msgs, strict=True):
+        if len(current.samples) and len(current.samples) + len(m.samples) > max_samples:
+            out.append(_seal(current))
+            current = pb.Profile(device_type=head.device_type, workload=head.workload, knobs=list(head.knobs))
+        current.samples.extend(m.samples)
+        current.merged.extend([*m.merged, chunk_digest(raw)])
+    out.append(_seal(current))
+    return out
+
+
+def _seal(msg: pb.Profile) -> bytes:
+    msg.digest = ""
+    msg.digest = digest_of(msg.SerializeToString(deterministic=True))
+    return encode_profile(msg)
 
 
 def profile_to_frame(msg: pb.Profile, time_col: str = "time_ms", power_col: str = "power_w") -> pd.DataFrame:
@@ -326,6 +482,7 @@ class ProfileInfo:
     knobs: tuple[str, ...]
     n_samples: int
     digest: str
+    merged: tuple[str, ...] = ()  # hex sha256 of the chunks compacted into this one
 
 
 def encode_profile_frame(frame: pd.DataFrame, *, device_type: str, workload: str, knobs: Sequence[str],
@@ -338,7 +495,8 @@ def encode_profile_frame(frame: pd.DataFrame, *, device_type: str, workload: str
 def inspect_profile(data: bytes, what: str = "profile") -> ProfileInfo:
     """Verify Profile bytes and return their metadata."""
     msg = decode_profile(data, what)
-    return ProfileInfo(msg.device_type, msg.workload, tuple(msg.knobs), len(msg.samples), msg.digest)
+    return ProfileInfo(msg.device_type, msg.workload, tuple(msg.knobs), len(msg.samples), msg.digest,
+                       tuple(msg.merged))
 
 
 def decode_profile_frame(data: bytes, what: str = "profile") -> pd.DataFrame:
@@ -372,7 +530,7 @@ def encode_bundle(bundle: Bundle) -> bytes:
     msg = pb.ExportBundle(magic=BUNDLE_MAGIC, format_version=BUNDLE_FORMAT_VERSION,
                           created_at=bundle.created_at or time.time(), source=bundle.source)
     for i, e in enumerate(bundle.entries):
-        artifact_id(e.artifact, f"bundle artifact {i}")
+        verify_predictor(e.artifact, f"bundle artifact {i}")
         msg.artifacts.append(pb.StoredArtifact(artifact=e.artifact, version=e.version,
                                                labels=dict(e.labels), stored_at=e.stored_at))
     for i, p in enumerate(bundle.profiles):
@@ -399,7 +557,7 @@ def decode_bundle(data: bytes, what: str = "bundle") -> Bundle:
         raise ArtifactError(f"{what}: bundle digest mismatch: corrupt or tampered")
     entries = []
     for i, a in enumerate(msg.artifacts):
-        artifact_id(a.artifact, f"{what}: artifact {i}")
+        verify_predictor(a.artifact, f"{what}: artifact {i}")
         entries.append(BundleEntry(bytes(a.artifact), int(a.version), dict(a.labels), float(a.stored_at)))
     profiles = []
     for i, p in enumerate(msg.profiles):

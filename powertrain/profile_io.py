@@ -8,44 +8,26 @@ Every reading error names the file, the line and the column.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
-import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from powertrain.errors import DataFormatError
+from powertrain.outputs import atomic_output
 from powertrain.space import JETSON_KNOBS
 
 TIME_COL = "time_ms"
 POWER_COL = "power_w"
 META_COLS = ("device", "workload")
 PROFILE_COLUMNS = (*JETSON_KNOBS, TIME_COL, POWER_COL)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, mode: str = "w") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
-
-    A failed command therefore never leaves a partial output file behind.
-    """
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise DataFormatError(f"output {target}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+#: Largest per-minibatch time (ms, ~2.8 h), board power (W) and knob value a profile may hold:
+#: a value above is a unit error or a corrupt row, and would wreck a fit.
+MAX_TIME_MS = 1e7
+MAX_POWER_W = 1e4
+MAX_KNOB_VALUE = 1e7
 
 
 def read_profile(
@@ -97,8 +79,9 @@ def read_profile(
         raise DataFormatError(f"{p}: malformed CSV: {exc}") from None
     frame = pd.DataFrame(rows, columns=header, dtype=object).apply(lambda col: col.str.strip())
     numeric = list(knobs) + [c for c in targets if c in header]
+    maximum = {**dict.fromkeys(knobs, MAX_KNOB_VALUE), time_col: MAX_TIME_MS, power_col: MAX_POWER_W}
     values = check_values(frame, numeric, positive=[c for c in targets if c in header], nonnegative=knobs,
-                          where=str(p), position=lambda i: f"line {lines[i]}")
+                          maximum=maximum, where=str(p), position=lambda i: f"line {lines[i]}")
     frame = frame.assign(**{c: values[c] for c in numeric})
     if len(frame) < min_rows:
         raise DataFormatError(f"{p}: has {len(frame)} data row(s); at least {min_rows} needed")
@@ -107,9 +90,10 @@ def read_profile(
 
 
 def check_values(frame: pd.DataFrame, columns: Sequence[str], *, positive: Collection[str] = (),
-                 nonnegative: Collection[str] = (), where: str,
+                 nonnegative: Collection[str] = (), maximum: Mapping[str, float] | None = None, where: str,
                  position: Callable[[int], str] = lambda i: f"row {i + 1}") -> pd.DataFrame:
-    """The ``columns`` of ``frame`` as floats: finite numbers, > 0 in ``positive``, >= 0 in ``nonnegative``.
+    """The ``columns`` of ``frame`` as floats: finite numbers, > 0 in ``positive``, >= 0 in ``nonnegative``,
+    at most ``maximum[column]`` where given.
 
     The one check of profile values, for files and in-memory frames alike; an error names the
     first bad cell (``where``, its ``position`` and column) and what is wrong with it.
@@ -129,11 +113,15 @@ def check_values(frame: pd.DataFrame, columns: Sequence[str], *, positive: Colle
         with np.errstate(invalid="ignore"):
             low = vals <= 0 if c in positive else vals < 0
         out_of_range = low if (c in positive or c in nonnegative) else np.zeros(len(vals), dtype=bool)
+        top = (maximum or {}).get(c)
+        with np.errstate(invalid="ignore"):
+            too_big = vals > top if top is not None else np.zeros(len(vals), dtype=bool)
         problems = (
             (cells == "", "empty value"),
             (np.isnan(vals) & (cells != "") & ~is_text_nan, "{cell!r} is not a number"),
             (~np.isfinite(vals), "{cell!r} is not finite"),
             (out_of_range, "{cell} must be " + ("> 0" if c in positive else ">= 0")),
+            (too_big, "{cell} is above the largest plausible value " + (f"{top:g}" if top is not None else "")),
         )
         for mask, template in problems:
             if mask.any():
@@ -149,16 +137,35 @@ def check_values(frame: pd.DataFrame, columns: Sequence[str], *, positive: Colle
 
 
 def write_profile(frame: pd.DataFrame, path: str | Path, knobs: Sequence[str] = JETSON_KNOBS,
-                  time_col: str = TIME_COL, power_col: str = POWER_COL) -> None:
+                  time_col: str = TIME_COL, power_col: str = POWER_COL, *, what: str = "output") -> None:
     """Write a profile atomically: knobs, time, power, then ``device,workload`` if present."""
     cols = [*knobs, time_col, power_col]
     cols += [c for c in META_COLS if c in frame.columns]
     cols += [c for c in frame.columns if c not in cols]
-    with atomic_output(path) as tmp:
+    with atomic_output(path, what=what) as tmp:
         frame.loc[:, cols].to_csv(tmp, index=False, float_format="%.6g")
 
 
-def write_modes(frame: pd.DataFrame, path: str | Path) -> None:
+def write_modes(frame: pd.DataFrame, path: str | Path, *, what: str = "output") -> None:
     """Write a modes file (knob columns only, or whatever columns ``frame`` has) atomically."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, what=what) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def single_value(frame: pd.DataFrame, column: str, where: str, given: str = "") -> str:
+    """The one value of a text column such as ``device`` ("" if absent or empty).
+
+    A profile that mixes devices (or workloads) is refused: one predictor is one pair. A
+    ``given`` value (an explicit ``--device-type``) must agree with the column.
+    """
+    if column not in frame.columns or not len(frame):
+        return given
+    values = sorted({str(v).strip() for v in frame[column] if str(v).strip() and str(v) != "nan"})
+    if len(values) > 1:
+        shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+        raise DataFormatError(f"{where}: column {column} mixes {len(values)} values ({shown}); a profile must "
+                              f"hold one {column}")
+    found = values[0] if values else ""
+    if given and found and given != found:
+        raise DataFormatError(f"{where}: column {column} says {found!r} but {given!r} was given")
+    return given or found

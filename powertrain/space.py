@@ -59,10 +59,10 @@ class Knob:
         return bool(np.any(np.abs(arr - float(value)) <= VALUE_TOLERANCE))
 
     def snap(self, value: float) -> float:
-        """The table value equal to ``value``; raises ModeError naming the allowed values."""
+        """The table value equal to ``value``; raises ModeError naming the allowed values (NaN is none)."""
         arr = np.asarray(self.values)
         idx = int(np.argmin(np.abs(arr - float(value))))
-        if abs(arr[idx] - float(value)) > VALUE_TOLERANCE:
+        if not abs(arr[idx] - float(value)) <= VALUE_TOLERANCE:
             raise ModeError(
                 f"{self.name}={_num(value)} is not an allowed value; "
                 f"allowed {self.name} values: {format_allowed(self.values)}"

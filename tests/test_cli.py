@@ -88,3 +88,20 @@ def test_console_script_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: workload 'nope' is not known")
     assert "Traceback" not in proc.stderr
+
+
+def test_unbounded_inputs_are_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "p.csv"
+    base = ["profile", "--device", "sim:orin-nano", "--workload", "lstm-wikitext", "--modes", "2", "-o", str(out)]
+    for option, value, needle in [("--warmup-s", "inf", "--warmup-s must be in [0, 3600]; got inf"),
+                                  ("--warmup-s", "nan", "--warmup-s must be in [0, 3600]"),
+                                  ("--minibatches", "0", "--minibatches must be in [1, 100000]"),
+                                  ("--warmup-minibatches", "-1", "--warmup-minibatches must be in [0")]:
+        code, _, err = cli(*base, option, value)
+        _assert_one_line_error(code, err, needle)
+    for value in ("nan", "inf", "-1", "0"):
+        code, _, err = cli("device", "power", "--device", "sim:orin-nano", "--duration-s", value)
+        _assert_one_line_error(code, err, "--duration-s must be in (0, 86400]")
+    code, _, err = cli("device", "power", "--device", "sim:orin-nano", "--hz", "inf")
+    _assert_one_line_error(code, err, "--hz must be in (0, 1000]")
+    assert list(tmp_path.iterdir()) == []

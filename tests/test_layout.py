@@ -65,3 +65,5 @@ def test_wheel_installs_only_our_own_top_level_names(tmp_path: Path) -> None:
     assert names == set(PACKAGES)
     assert not names & DENY
     assert not any(n.startswith("proto/") for n in zipfile.ZipFile(wheel).namelist())
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("powerfleet/fleets/")}
+    assert {"powerfleet/fleets/mixed-12.toml", "powerfleet/fleets/mixed-100.toml"} <= shipped  # the default fleet

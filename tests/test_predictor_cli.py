@@ -130,3 +130,105 @@ def test_cli_errors(cli, files, models, tmp_path: Path) -> None:  # type: ignore
     code, _, err = cli("optimize", str(models["ref"]), "--power-cap-w", "5")
     _one_line_error(code, err, "exactly one of --device")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- issue 16: inputs in range
+def test_a_profile_that_mixes_devices_is_refused(cli, files, models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mixed = tmp_path / "mixed.csv"
+    frame = pd.read_csv(files["samples"])
+    frame.loc[frame.index[-5:], "device"] = "orin-agx"
+    frame.to_csv(mixed, index=False)
+    out = tmp_path / "x.model"
+    code, _, err = cli("transfer", str(models["ref"]), str(mixed), "-o", str(out))
+    _one_line_error(code, err, "column device mixes 2 values (orin-agx, orin-nano)")
+    code, _, err = cli("fit", str(mixed), "-o", str(out), "--fit-steps", "5")
+    _one_line_error(code, err, "mixes 2 values")
+    code, _, err = cli("fit", str(files["ref"]), "-o", str(out), "--fit-steps", "5", "--device-type", "orin-agx")
+    _one_line_error(code, err, "column device says 'orin-nano' but 'orin-agx' was given")
+    assert not out.exists()
+
+
+def test_absurd_targets_are_refused_with_the_allowed_range(cli, files, models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    absurd = tmp_path / "absurd.csv"
+    pd.read_csv(files["ref"]).assign(time_ms=lambda f: f.time_ms.where(f.index != 7, 1e308)).to_csv(absurd,
+                                                                                                    index=False)
+    out = tmp_path / "x.model"
+    code, _, err = cli("fit", str(absurd), "-o", str(out), "--fit-steps", "5")
+    _one_line_error(code, err, "line 9, column time_ms", "above the largest plausible value 1e+07")
+    outlier = tmp_path / "outlier.csv"
+    pd.read_csv(files["samples"]).assign(time_ms=lambda f: f.time_ms.where(f.index != 3, 9e6)).to_csv(
+        outlier, index=False)  # plausible alone, an outlier here: the transfer's own CV refuses it
+    code, _, err = cli("transfer", str(models["ref"]), str(outlier), "-o", str(out), "--max-cv-mape-pct", "60")
+    _one_line_error(code, err, "cross-validated MAPE", "nothing written")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "optimize", "pareto", "evaluate"])
+def test_knob_values_are_checked_against_the_device(cli, files, models, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                    command: str) -> None:
+    base = pd.read_csv(files["ref"] if command == "evaluate" else files["modes"]).head(20)
+    huge, off, between = tmp_path / "huge.csv", tmp_path / "off.csv", tmp_path / "between.csv"
+    base.assign(cpu_cores=[1e300] + [base.cpu_cores.iloc[0]] * 19).to_csv(huge, index=False)
+    base.assign(cpu_cores=[99, *list(base.cpu_cores.iloc[1:])]).to_csv(off, index=False)
+    table = get_space("orin-nano").knob("gpu_mhz").values
+    base.assign(gpu_mhz=[(table[0] + table[1]) / 2, *list(base.gpu_mhz.iloc[1:])]).to_csv(between, index=False)
+    out = tmp_path / "o.csv"
+
+    def run(path: Path, *extra: str) -> tuple[int, str, str]:
+        args = {"predict": ["predict", str(models["new"]), str(path), "-o", str(out)],
+                "optimize": ["optimize", str(models["new"]), "--modes", str(path), "--power-cap-w", "9"],
+                "pareto": ["pareto", str(models["new"]), "--modes", str(path), "-o", str(out)],
+                "evaluate": ["evaluate", str(models["ref"]), str(path)]}[command]
+        return cli(*args, *extra)  # type: ignore[no-any-return]
+
+    code, _, err = run(huge)
+    _one_line_error(code, err, "column cpu_cores", "above the largest plausible value")
+    code, _, err = run(off)
+    _one_line_error(code, err, "row 1: cpu_cores=99 is not allowed", "orin-nano")
+    code, _, err = run(off, "--off-grid")  # between table values is one thing, outside the range another
+    _one_line_error(code, err, "cpu_cores=99", "the range of orin-nano")
+    code, _, err = run(between)
+    _one_line_error(code, err, "gpu_mhz=", "--off-grid allows")
+    code, _, err = run(between, "--off-grid")
+    assert code in (0, 3), err  # 3: optimize's typed infeasible result
+    assert not (tmp_path / ".o.csv.tmp").exists()
+
+
+def test_model_and_device_must_match(cli, files, models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "front.csv"
+    code, _, err = cli("pareto", str(models["new"]), "--device", "orin-agx", "-o", str(out))
+    _one_line_error(code, err, "--device orin-agx: the model is for orin-nano")
+    code, _, err = cli("optimize", str(models["new"]), "--device", "sim:xavier-agx", "--power-cap-w", "9")
+    _one_line_error(code, err, "the model is for orin-nano")
+    agx = tmp_path / "agx.csv"
+    pd.read_csv(files["ref"]).assign(device="orin-agx").to_csv(agx, index=False)
+    code, _, err = cli("evaluate", str(models["ref"]), str(agx))
+    _one_line_error(code, err, "column device orin-agx: the model is for orin-nano")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--margin-z", "inf", "--margin-z must be in [0, 10]; got inf"),
+    ("--margin-z", "nan", "--margin-z must be in [0, 10]"),
+    ("--margin-z", "-1", "--margin-z must be in [0, 10]"),
+    ("--power-cap-w", "inf", "--power-cap-w must be in (0, 1000]"),
+    ("--power-cap-w", "nan", "--power-cap-w must be in (0, 1000]"),
+    ("--deadline-ms", "-5", "--deadline-ms must be in (0, 1000000000]"),
+    ("--deadline-ms", "inf", "--deadline-ms must be in (0"),
+    ("--minibatches", "0", "--minibatches must be in [1, 10000000]"),
+])
+def test_optimize_numbers_in_range(cli, models, option: str, value: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+    args = {"--power-cap-w": "9"}
+    args[option] = value
+    flat = [x for kv in args.items() for x in kv]
+    code, _, err = cli("optimize", str(models["new"]), "--device", "orin-nano", *flat)
+    _one_line_error(code, err, needle)
+
+
+def test_optimize_json_is_strict_json(cli, models) -> None:  # type: ignore[no-untyped-def]
+    for cap in ("9", "1", "0.5"):
+        code, out, _ = cli("optimize", str(models["new"]), "--device", "orin-nano", "--power-cap-w", cap,
+                           "--deadline-ms", "1", "--json")
+        assert code in (0, 3)
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # no Infinity / NaN
+        assert "Infinity" not in out and "NaN" not in out

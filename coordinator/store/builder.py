@@ -123,6 +123,11 @@ class BuildPlan:
         """True when this plan builds the reference before the requested pair."""
         return self.requested != (self.device_type, self.workload)
 
+    @property
+    def needs_boards(self) -> bool:
+        """True when the plan can only be completed with modes profiled on boards."""
+        return self.rule != RULE_HIT and len(self.modes) > 0
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -210,12 +215,17 @@ def _stored_samples(store: ModelStore, device_type: str, workload: str, notes: l
 
 
 def _missing_modes(wanted: pd.DataFrame, have: pd.DataFrame, knobs: tuple[str, ...], k: int) -> pd.DataFrame:
-    """Modes of ``wanted`` not yet in ``have``, enough to bring the pair to ``k`` samples."""
-    need = k - len(have)
-    if need <= 0:
-        return wanted.iloc[0:0]
+    """Modes of ``wanted`` not yet in ``have``, enough to bring the pair to ``k`` distinct modes.
+
+    Distinct modes count, not rows: a hundred round observations of the same mode are one mode.
+    """
+    seen: set[tuple[float, ...]] = set()
     if len(have) and all(c in have.columns for c in knobs):
         seen = {tuple(r) for r in have.loc[:, list(knobs)].to_numpy(float)}
+    need = k - len(seen)
+    if need <= 0:
+        return wanted.iloc[0:0]
+    if seen:
         keep = [tuple(r) not in seen for r in wanted.loc[:, list(knobs)].to_numpy(float)]
         wanted = wanted.loc[keep]
     return wanted.iloc[:need].reset_index(drop=True)
@@ -234,11 +244,10 @@ def plan(store: ModelStore, device_type: str, workload: str,
         return BuildPlan(device_type, workload, RULE_HIT, hit=hit, latest_version=hit.meta.version,
                          requested=(device_type, workload))
     except ArtifactNotFoundError:
-        pass
+        latest = store.latest_version(device_type, workload)
     except CorruptArtifactError as exc:
         notes.append(f"latest version refused, rebuilding: {exc}")
-        latest_meta = store.latest(device_type, workload)
-        latest = latest_meta.version if latest_meta else 0
+        latest = store.latest_version(device_type, workload)
     have = _stored_samples(store, device_type, workload, notes)
     if (device_type, workload) == cfg.reference_pair:
         space = get_space(device_type)
@@ -358,16 +367,55 @@ def complete(store: ModelStore, plan_: BuildPlan, samples: pd.DataFrame, *,
             store.append_profile(plan_.device_type, plan_.workload, samples, knobs=got.state.knobs)
         return BuildResult(got.meta, got.state, RULE_HIT, waited=True, notes=plan_.notes)
     with got:
-        latest = store.latest(plan_.device_type, plan_.workload)
-        if latest is not None and latest.version > plan_.latest_version:
+        if store.latest_version(plan_.device_type, plan_.workload) > plan_.latest_version:
             try:
-                newer = store.get(plan_.device_type, plan_.workload, latest.version)
-                if len(samples):
-                    store.append_profile(plan_.device_type, plan_.workload, samples, knobs=newer.state.knobs)
-                return BuildResult(newer.meta, newer.state, RULE_HIT, waited=True, notes=plan_.notes)
-            except CorruptArtifactError:
+                newer = store.get(plan_.device_type, plan_.workload)
+                if newer.meta.version > plan_.latest_version:
+                    if len(samples):
+                        store.append_profile(plan_.device_type, plan_.workload, samples, knobs=newer.state.knobs)
+                    return BuildResult(newer.meta, newer.state, RULE_HIT, waited=True, notes=plan_.notes)
+            except (ArtifactNotFoundError, CorruptArtifactError):
                 pass
         return _build_locked(store, plan_, samples, cfg, cost)
+
+
+def current_predictor(store: ModelStore, device_type: str, workload: str,
+                      settings: BuildSettings | None = None) -> StoredPredictor:
+    """The pair's latest predictor; a latest that is refused or gone is rebuilt from the stored
+    samples first (:func:`plan_or_rebuild`). StoreError (one line) if only boards can rebuild it."""
+    try:
+        return store.get(device_type, workload)
+    except (CorruptArtifactError, ArtifactNotFoundError):
+        pass
+    again = plan_or_rebuild(store, device_type, workload, settings)
+    if again.hit is None:
+        raise StoreError(f"{pair_label(device_type, workload)} in {store.url} has no valid predictor and its "
+                         f"samples do not suffice to rebuild one ({len(again.modes)} more modes to profile); a "
+                         "bootstrap is needed")
+    return again.hit
+
+
+def plan_or_rebuild(store: ModelStore, device_type: str, workload: str,
+                    settings: BuildSettings | None = None) -> BuildPlan:
+    """A plan that is a hit or needs boards: never a build with no modes to profile.
+
+    A pair with no valid latest version (deleted, refused, dangling) whose stored samples
+    already cover the ``k`` modes a build needs is rebuilt from those samples right here,
+    under the pair's build lock, and the returned plan is the hit (its notes say so). The
+    same holds for the reference when the plan is for it first (``plan.prerequisite``). So a
+    coordinator acting on the plan either reuses a predictor or profiles at least one mode.
+    """
+    cfg = settings or BuildSettings()
+    notes: list[str] = []
+    for _ in range(4):  # at most: the reference, then the pair, then a re-plan after a lost race
+        current = plan(store, device_type, workload, cfg)
+        if not (current.rule != RULE_HIT and not current.needs_boards):
+            return replace(current, notes=(*notes, *current.notes)) if notes else current
+        result = complete(store, current, current.modes.iloc[0:0], settings=cfg)
+        built = f"rebuilt {result.meta.label} from {current.reuse_samples} stored samples (rule {current.rule})"
+        notes.append(built if result.rule != RULE_HIT else f"reused {result.meta.label}, built meanwhile")
+    raise StoreError(f"could not get a predictor for {pair_label(device_type, workload)} in {store.url} from "
+                     "its stored samples; the store keeps changing under the build")
 
 
 def _collect(collector: SampleCollector, workload: str, modes: pd.DataFrame) -> tuple[pd.DataFrame,
@@ -492,7 +540,7 @@ def refine(store: ModelStore, device_type: str, workload: str, observations: pd.
     check_range("window", window, low=1)
     check_range("min_observations", min_observations, low=1)
     check_range("max_samples", max_samples, low=8)
-    current = store.get(device_type, workload)
+    current = current_predictor(store, device_type, workload, cfg)
     obs = observations.copy()
     obs["source"] = "round"
     store.append_profile(device_type, workload, obs, knobs=current.state.knobs)

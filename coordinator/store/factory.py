@@ -28,7 +28,7 @@ from coordinator.store.base import ModelStore
 from coordinator.store.errors import StoreUnavailableError
 from coordinator.store.fallback import FallbackModelStore
 from coordinator.store.local_store import LocalModelStore, default_store_path
-from coordinator.store.redis_store import DEFAULT_NAMESPACE, RedisModelStore, check_redis_url, redact_url
+from coordinator.store.redis_store import DEFAULT_NAMESPACE, RedisModelStore, check_redis_userinfo, redact_url
 from powertrain.errors import InvalidParameterError
 
 #: Environment variable naming the store when no ``--store`` is given.
@@ -66,6 +66,36 @@ def with_password_file(url: str) -> str:
     user, _, host = parts.netloc.rpartition("@")
     netloc = f"{user}:{quote(password, safe='')}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a Redis URL redis-py would silently misread: an unescaped password, a database that
+    is not an integer (``/abc`` means DB 0 to redis-py), a bad port, a duplicated query parameter."""
+    check_redis_userinfo(url)
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidParameterError(f"store URL {shown!r} is not valid: {exc}") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidParameterError(f"store URL {shown!r}: port {port} must be in 1..65535")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [k for k, _ in query]
+    dupes = sorted({k for k in names if names.count(k) > 1})
+    if dupes:
+        raise InvalidParameterError(f"store URL {shown!r}: query parameter {dupes[0]!r} is given twice")
+    dbs = [v for k, v in query if k == "db"]
+    if parts.scheme.lower() != "unix":
+        path = parts.path.strip("/")
+        if path:
+            dbs.append(path)
+    for db in dbs:
+        if not db.isdigit() or int(db) > 1_000_000:
+            raise InvalidParameterError(f"store URL {shown!r}: database {db!r} must be a non-negative integer "
+                                        "such as 0 (redis://host:6379/0)")
+    if len({int(d) for d in dbs}) > 1:
+        raise InvalidParameterError(f"store URL {shown!r}: the path and ?db= name different databases")
 
 
 def _split_namespace(url: str) -> tuple[str, str]:

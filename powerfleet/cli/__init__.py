@@ -6,6 +6,7 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -27,8 +28,33 @@ store.register(app)
 device.register(app)
 
 
+class _WarningLines(logging.Handler):
+    """Warnings of powerfleet's own loggers as ``warning: ...`` lines on (the current) stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage().splitlines()[0] if record.getMessage() else record.name
+            print(f"{record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never break a command
+            self.handleError(record)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    While it runs, warnings of powerfleet's loggers (a damaged index entry, a fallback) are
+    printed as one ``warning: ...`` line each.
+    """
+    logger = logging.getLogger("powerfleet")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        return _main(argv)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _main(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     if isinstance(command, click.Group):
         command.add_command(fleet.simulate_command(), "simulate")

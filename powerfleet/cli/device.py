@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,9 +11,9 @@ from urllib.parse import urlencode
 
 import typer
 
-from powerfleet.cli._common import err, out
+from powerfleet.cli._common import bounded, err, out
 from powertrain.devices import Device, make_device, parse_device_spec
-from powertrain.errors import InvalidParameterError, ModeError
+from powertrain.errors import InvalidParameterError, ModeError, format_allowed
 from powertrain.space import Mode
 
 device_app = typer.Typer(help="Inspect and control this board (jetson:auto) or a simulated one.",
@@ -97,9 +98,13 @@ def parse_target(text: str, dev: Device) -> tuple[Mode, str]:
         if not sep or key not in dev.space.knob_names:
             raise ModeError(f"{item!r} is not knob=value; knobs: {', '.join(dev.space.knob_names)}")
         try:
-            mode[key] = float(value)
+            number = float(value)
         except ValueError:
             raise ModeError(f"{key}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ModeError(f"{key}={value} is not finite; allowed {key} values: "
+                            f"{format_allowed(dev.space.knob(key).values)}")
+        mode[key] = number
     if len(mode) < len(dev.space.knob_names):
         mode = {**dev.current_mode(), **mode}
     return mode, "custom mode"
@@ -139,8 +144,8 @@ def power_cmd(
     """Sample board power for a while and print the mean per rail and the board total."""
     from powertrain.devices.jetson import JetsonDevice
 
-    if duration_s <= 0:
-        raise InvalidParameterError(f"--duration-s must be > 0; got {duration_s:g}")
+    bounded("--duration-s", duration_s, 0, 86_400, low_inclusive=False)
+    bounded("--hz", hz, 0, 1000, low_inclusive=False)
     with open_device(device, sysfs_root, power=source, power_hz=f"{hz:g}") as dev:
         if not isinstance(dev, JetsonDevice):
             raise InvalidParameterError(f"device power needs a jetson: device; got {device!r}")

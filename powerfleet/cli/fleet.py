@@ -65,7 +65,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
 
     from coordinator.config import RunConfig
     from coordinator.fleet import DEFAULT_FLEET, FleetSpec
-    from coordinator.report import SUMMARY_KEYS
+    from coordinator.report import SUMMARY_KEYS, check_report_dir
     from coordinator.store import open_store, resolve_store_url
     from powerfleet.sim.engines import check_fleet, simulate
 
@@ -83,6 +83,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     out_dir = Path(cfg.out_dir or f"runs/{spec.name}")
     check_fleet(cfg, spec)  # every bad input fails here, before anything starts
     open_store(resolve_store_url(cfg.store) or None).close()
+    check_report_dir(out_dir, what="--out-dir")  # last: it makes the directory
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
     err.print(f"fleet {spec.name}: {len(spec.nodes)} boards ({', '.join(spec.device_types)}); engine {engine}, "
               f"policy {cfg.policy}, {cfg.num_server_rounds} rounds")

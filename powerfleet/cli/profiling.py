@@ -8,10 +8,11 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from powerfleet.cli._common import err, out, progress_bar
+from powerfleet.cli._common import bounded, device_name, err, out, progress_bar
 from powertrain.boards import get_space
 from powertrain.devices import Device, make_device
 from powertrain.errors import InvalidParameterError
+from powertrain.outputs import check_output
 from powertrain.profile_io import read_profile, write_modes, write_profile
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import STRATEGIES, sample_modes
@@ -32,7 +33,9 @@ def modes_cmd(
     presets: Annotated[bool, typer.Option(help="List the nvpmodel presets instead.")] = False,
 ) -> None:
     """List the power modes of a device type (or its presets)."""
-    space = get_space(device.removeprefix("sim:").split("?")[0])
+    if output is not None:
+        check_output(output, what="--output")
+    space = get_space(device_name(device))
     if presets:
         rows = [{"preset": p.name, "nvpmodel_id": p.nvpmodel_id, "budget_w": p.budget_w,
                  "active_tpcs": p.active_tpcs, **p.mode} for p in space.presets.values()]
@@ -42,7 +45,7 @@ def modes_cmd(
     if output is None:
         out.print(frame.to_csv(index=False, float_format="%.6g"), end="")
     else:
-        write_modes(frame, output)
+        write_modes(frame, output, what="--output")
         err.print(f"wrote {len(frame)} modes of {space.name} ({grid}) to {output}")
 
 
@@ -87,13 +90,18 @@ def profile_cmd(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
     """Profile a workload on a device over a set of modes and write the profile CSV."""
+    check_output(output, what="--output")  # before hours of profiling, not after
+    bounded("--minibatches", minibatches, 1, 100_000)
+    bounded("--warmup-minibatches", warmup_minibatches, 0, 100_000)
+    bounded("--warmup-s", warmup_s, 0, 3600)
+    bounded("--seed", seed, 0, 2**32 - 1)
     settings = ProfileSettings(minibatches, warmup_minibatches, warmup_s)
     dev: Device = make_device(device)
     get_workload(workload)
     frame = resolve_modes(dev.space, modes, grid, strategy, seed)
     with dev, progress_bar(f"profiling {workload} on {dev.device_type}", len(frame)) as update:
         run = profile(dev, workload, frame, settings, progress=update)
-    write_profile(run.frame, output, knobs=dev.space.knob_names)
+    write_profile(run.frame, output, knobs=dev.space.knob_names, what="--output")
     err.print(
         f"wrote {len(run.frame)} modes to {output}: time {run.frame.time_ms.min():.1f}-"
         f"{run.frame.time_ms.max():.1f} ms, power {run.frame.power_w.min():.2f}-"

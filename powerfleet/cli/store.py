@@ -164,58 +164,72 @@ def export_cmd(
                                      help="bundle (one file) or models (.model files).")] = "bundle",
     profiles: Annotated[bool, typer.Option(help="Include the pairs' samples (bundle only).")] = True,
 ) -> None:
-    """Write artifacts (and samples) to files for air-gapped boards; every digest is verified."""
+    """Write artifacts (and samples) to files for air-gapped boards; every value is verified.
+
+    Every pair the store names is included (its samples too, even without a predictor); a pair
+    that cannot be included fails the export, and nothing is written.
+    """
+    from coordinator.store.errors import ArtifactNotFoundError, StoreError
     from powerfleet.serde import Bundle, BundleEntry, encode_bundle
-    from powertrain.profile_io import atomic_output
+    from powertrain.outputs import atomic_outputs, check_output, check_output_dir
 
     if fmt not in ("bundle", "models"):
         raise InvalidParameterError(f"--format {fmt!r} must be bundle or models")
     if (device is None) != (workload is None):
         raise InvalidParameterError("export takes a device type and a workload together, or neither")
-    if fmt == "models" and not output.is_dir():
-        raise DataFormatError(f"output {output}: directory does not exist (--format models writes into it)")
+    if fmt == "models":
+        check_output_dir(output, what="--output", create=False)
+    else:
+        check_output(output, what="--output")
     with _open(store) as s:
-        if device is not None and workload is not None:
-            pairs = [(device, workload)]
-            if not s.versions(device, workload):
-                from coordinator.store.errors import ArtifactNotFoundError
-
-                raise ArtifactNotFoundError(f"no predictor for {device}/{workload} in {s.url}")
-        else:
-            pairs = [m.pair for m in s.list_pairs()]
-        entries: list[tuple[ArtifactMeta, bytes]] = []
-        for dt, wl in pairs:
-            metas = s.versions(dt, wl) if all_versions else [s.meta(dt, wl)]
-            for m in metas:
-                entries.append(s.get_artifact(dt, wl, m.version))
-        chunks = ([c for dt, wl in pairs for c in s.profile_chunks(dt, wl)]
-                  if profiles and fmt == "bundle" else [])
         url = s.url
-    if not entries:
-        raise InvalidParameterError(f"nothing to export: {url} holds no predictors")
+        pairs = [(device, workload)] if device is not None and workload is not None else s.pair_names()
+        entries: list[tuple[ArtifactMeta, bytes]] = []
+        chunks: list[bytes] = []
+        for dt, wl in pairs:
+            try:
+                has_versions = s.latest_version(dt, wl) > 0 or bool(s.versions(dt, wl))
+                if has_versions:
+                    metas = s.versions(dt, wl) if all_versions else [s.meta(dt, wl)]
+                    if not metas:
+                        raise ArtifactNotFoundError(f"no readable version of {dt}/{wl}")
+                    entries += [s.get_artifact(dt, wl, m.version) for m in metas]
+                pair_chunks = s.profile_chunks(dt, wl) if profiles and fmt == "bundle" else []
+            except StoreError as exc:
+                raise StoreError(f"store export: cannot include {dt}/{wl} from {url}: {exc}; nothing written") \
+                    from None
+            if not has_versions and not pair_chunks:
+                if device is not None:
+                    raise ArtifactNotFoundError(f"no predictor or samples for {dt}/{wl} in {url}")
+                continue
+            chunks += pair_chunks
+    if not entries and not chunks:
+        raise InvalidParameterError(f"nothing to export: {url} holds no predictors"
+                                    + (" or samples" if fmt == "bundle" else ""))
     if fmt == "bundle":
         data = encode_bundle(Bundle(tuple(BundleEntry(d, m.version, dict(m.labels), m.stored_at)
                                           for m, d in entries), tuple(chunks), source=url))
-        with atomic_output(output) as tmp:
+        with atomic_outputs((output, "--output")) as (tmp,):
             tmp.write_bytes(data)
         err.print(f"wrote {len(entries)} artifact(s) and {len(chunks)} profile chunk(s) from {url} to "
                   f"{output}")
         return
-    records: list[dict[str, Any]] = []
-    for m, d in entries:
-        with atomic_output(output / _model_name(m)) as tmp:
+    if not entries:
+        raise InvalidParameterError(f"nothing to export: {url} holds no predictors")
+    records = [{"file": _model_name(m), **m.to_dict()} for m, _ in entries]
+    targets = [(output / _model_name(m), "--output") for m, _ in entries] + [(output / MANIFEST, "--output")]
+    with atomic_outputs(*targets) as temps:
+        for tmp, (_, d) in zip(temps, entries, strict=False):
             tmp.write_bytes(d)
-        records.append({"file": _model_name(m), **m.to_dict()})
-    with atomic_output(output / MANIFEST) as tmp:
-        tmp.write_text(json.dumps({"source": url, "artifacts": records}, indent=2))
+        temps[-1].write_text(json.dumps({"source": url, "artifacts": records}, indent=2))
     err.print(f"wrote {len(entries)} .model file(s) and {MANIFEST} from {url} to {output}")
 
 
-def _read_inputs(paths: list[Path]) -> tuple[list[tuple[bytes, dict[str, str], str]], list[bytes]]:
-    """Every artifact (bytes, labels, origin) and profile chunk in ``paths``, all verified."""
-    from powerfleet.serde import artifact_id, decode_bundle
+def _read_inputs(paths: list[Path]) -> tuple[list[tuple[bytes, dict[str, str]]], list[bytes]]:
+    """Every artifact (bytes, labels) and profile chunk in ``paths``, all verified (bytes and meaning)."""
+    from powerfleet.serde import decode_bundle, read_artifact_file, verify_predictor
 
-    artifacts: list[tuple[bytes, dict[str, str], str]] = []
+    artifacts: list[tuple[bytes, dict[str, str]]] = []
     chunks: list[bytes] = []
     for path in paths:
         if path.is_dir():
@@ -226,24 +240,30 @@ def _read_inputs(paths: list[Path]) -> tuple[list[tuple[bytes, dict[str, str], s
                     for a in json.loads(man.read_text()).get("artifacts", []):
                         labels[str(a["file"])] = {str(k): str(v)
                                                   for k, v in dict(a.get("labels", {})).items()}
-                except (ValueError, KeyError, TypeError, AttributeError):
+                except (ValueError, KeyError, TypeError, AttributeError, OSError):
                     raise DataFormatError(f"{man}: not a valid export manifest") from None
             files = sorted(path.glob("*.model"))
             if not files:
                 raise DataFormatError(f"{path}: no .model files in this directory")
             for f in files:
-                data = f.read_bytes()
-                artifact_id(data, str(f))
-                artifacts.append((data, labels.get(f.name, {}), str(f)))
-        elif not path.is_file():
+                data = read_artifact_file(f)
+                verify_predictor(data, str(f))
+                artifacts.append((data, labels.get(f.name, {})))
+        elif not path.exists():
             raise DataFormatError(f"{path}: file not found")
+        elif not path.is_file():
+            raise DataFormatError(f"{path}: not a regular file")
         elif path.suffix == ".model":
-            data = path.read_bytes()
-            artifact_id(data, str(path))
-            artifacts.append((data, {}, str(path)))
+            data = read_artifact_file(path)
+            verify_predictor(data, str(path))
+            artifacts.append((data, {}))
         else:
-            bundle = decode_bundle(path.read_bytes(), str(path))
-            artifacts += [(e.artifact, dict(e.labels), str(path)) for e in bundle.entries]
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise DataFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+            bundle = decode_bundle(raw, str(path))
+            artifacts += [(e.artifact, dict(e.labels)) for e in bundle.entries]
             chunks += list(bundle.profiles)
     return artifacts, chunks
 
@@ -253,34 +273,12 @@ def import_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Bundles, .model files or export directories.")],
     store: StoreOpt = None,
 ) -> None:
-    """Verify and add exported artifacts (and samples); ones the store already holds are skipped."""
-    import hashlib
-
-    from powerfleet.serde import inspect_predictor, inspect_profile
-
+    """Verify and add exported artifacts (and samples), all or nothing; ones the store holds are skipped."""
     artifacts, chunks = _read_inputs(paths)  # everything verified before anything is written
-    added = skipped = added_chunks = 0
     with _open(store) as s:
-        for data, labels, _origin in artifacts:
-            info = inspect_predictor(data)
-            if any(m.pair == (info.device_type, info.workload) for m in s.find(info.artifact_id)):
-                skipped += 1
-                continue
-            meta = s.put_artifact(data, labels=labels)
-            added += 1
-            err.print(f"imported {meta.label} ({_short(meta.artifact_id)})")
-        have: dict[tuple[str, str], set[str]] = {}
-        for c in chunks:
-            p = inspect_profile(c)
-            key = (p.device_type, p.workload)
-            if key not in have:
-                have[key] = {hashlib.sha256(x).hexdigest() for x in s.profile_chunks(*key)}
-            digest = hashlib.sha256(c).hexdigest()
-            if digest in have[key]:
-                continue
-            s.append_profile_chunk(c)
-            have[key].add(digest)
-            added_chunks += 1
+        result = s.import_values(artifacts, chunks)
         url = s.url
-    err.print(f"imported {added} artifact(s) ({skipped} already present) and {added_chunks} profile "
-              f"chunk(s) into {url}")
+    for meta in result.added:
+        err.print(f"imported {meta.label} ({_short(meta.artifact_id)})")
+    err.print(f"imported {len(result.added)} artifact(s) ({result.skipped} already present) and "
+              f"{result.added_chunks} profile chunk(s) into {url}")

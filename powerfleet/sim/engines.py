@@ -10,6 +10,7 @@ injected here, never by the coordinator (:mod:`powerfleet.sim.faults`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -37,11 +38,12 @@ _ROUND_LINE = re.compile(r"powerfleet round \d+/\d+.*")
 
 def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
     """Refuse, before any round, a cap below a board's idle power or a fleet that cannot be built."""
+    lowest: dict[str, float] = {}  # the lowest cap of each device type: the binding one
+    for node in fleet.nodes:
+        lowest[node.device_type] = min(lowest.get(node.device_type, math.inf), fleet.cap_of(node, cfg.power_cap_w))
     first_of_type = {n.device_type: n for n in reversed(fleet.nodes)}  # one board per type suffices
     for node in first_of_type.values():
-        device = make_device(node.device_spec)
-        check_cap_above_idle(node.device_type, fleet.cap_for(node.device_type, cfg.power_cap_w),
-                             device.idle_power_w())
+        check_cap_above_idle(node.device_type, lowest[node.device_type], make_device(node.device_spec).idle_power_w())
 
 
 def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_dir: str | Path | None = None,

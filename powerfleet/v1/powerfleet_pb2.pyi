@@ -160,18 +160,20 @@ class ProfileSample(_message.Message):
     def __init__(self, knob_values: _Optional[_Iterable[float]] = ..., time_ms: _Optional[float] = ..., power_w: _Optional[float] = ..., device_unit: _Optional[int] = ..., timestamp: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("device_type", "workload", "knobs", "samples", "digest")
+    __slots__ = ("device_type", "workload", "knobs", "samples", "digest", "merged")
     DEVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     KNOBS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MERGED_FIELD_NUMBER: _ClassVar[int]
     device_type: str
     workload: str
     knobs: _containers.RepeatedScalarFieldContainer[str]
     samples: _containers.RepeatedCompositeFieldContainer[ProfileSample]
     digest: str
-    def __init__(self, device_type: _Optional[str] = ..., workload: _Optional[str] = ..., knobs: _Optional[_Iterable[str]] = ..., samples: _Optional[_Iterable[_Union[ProfileSample, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
+    merged: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_type: _Optional[str] = ..., workload: _Optional[str] = ..., knobs: _Optional[_Iterable[str]] = ..., samples: _Optional[_Iterable[_Union[ProfileSample, _Mapping]]] = ..., digest: _Optional[str] = ..., merged: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StoredArtifact(_message.Message):
     __slots__ = ("artifact", "version", "labels", "stored_at")

@@ -50,7 +50,7 @@ from powertrain.predictor.state import (
     PredictorState,
     TargetState,
 )
-from powertrain.profile_io import check_values
+from powertrain.profile_io import MAX_POWER_W, MAX_TIME_MS, check_values, single_value
 from powertrain.space import JETSON_KNOBS
 
 TARGETS = ("time", "power")
@@ -179,7 +179,8 @@ class PowerTrainPredictor:
                 f"knobs {', '.join(self.knobs)}, {self.time_col} and {self.power_col}")
         if len(frame) < min_rows:
             raise DataFormatError(f"{what}: has {len(frame)} row(s); at least {min_rows} needed")
-        data = check_values(frame.reset_index(drop=True), cols, positive=(self.time_col, self.power_col), where=what)
+        data = check_values(frame.reset_index(drop=True), cols, positive=(self.time_col, self.power_col),
+                            maximum={self.time_col: MAX_TIME_MS, self.power_col: MAX_POWER_W}, where=what)
         if not allow_constant:
             for c in self.knobs:
                 if data[c].nunique() < 2:
@@ -193,8 +194,8 @@ class PowerTrainPredictor:
         """Fit reference networks on a (large) profile; returns ``self``."""
         self._validate_params()
         data = self._check_frame(profile, _MIN_FIT_ROWS, "profile", allow_constant=False)
-        device_type = device_type or _first(profile, "device")
-        workload = workload or _first(profile, "workload")
+        device_type = single_value(profile, "device", "profile", device_type)
+        workload = single_value(profile, "workload", "profile", workload)
         raw = data.loc[:, list(self.knobs)].to_numpy(float)
         transforms = tuple("log" if (raw[:, j] > 0).all() else "linear" for j in range(raw.shape[1]))
         xt = _transform(raw, transforms)
@@ -275,13 +276,13 @@ class PowerTrainPredictor:
         child = PowerTrainPredictor(**params)
         child._validate_params()
         data = child._check_frame(samples, _MIN_TRANSFER_ROWS, "samples", allow_constant=True)
+        device_type = single_value(samples, "device", "samples", device_type or "") or src.device_type
+        workload = single_value(samples, "workload", "samples", workload or "") or src.workload
         run = _TransferRun(child, src, data)
         targets = tuple(run.choose(name) for name in TARGETS)
         settings = {**child.get_params(), "cv_folds_used": run.k_folds, "chosen_steps": run.chosen_steps}
         child.state_ = PredictorState(
-            device_type=device_type if device_type is not None
-            else (_first(samples, "device") or src.device_type),
-            workload=workload if workload is not None else (_first(samples, "workload") or src.workload),
+            device_type=device_type, workload=workload,
             knobs=src.knobs, knob_transforms=src.knob_transforms, input_mean=src.input_mean.copy(),
             input_std=src.input_std.copy(), targets=targets, kind="transfer", parent_id=parent_id,
             n_samples=len(data), seed=child.seed, created_at=_time.time(), settings=settings,
@@ -551,7 +552,3 @@ def _mape_log(pred_log: np.ndarray, true_log: np.ndarray) -> float:
     return float(np.mean(np.abs(np.exp(pred_log - true_log) - 1.0)) * 100.0)
 
 
-def _first(frame: pd.DataFrame, column: str) -> str:
-    if column in frame.columns and len(frame):
-        return str(frame[column].iloc[0])
-    return ""

@@ -35,20 +35,25 @@ def test_deadline_aware_selection_skips_and_gives_partial_work() -> None:
         fits[t] = int(10_000 // t_up[p_up <= caps[t]].min())
     # the scenario covers every outcome: Orin AGX full, Xavier partial, Orin Nano skipped
     assert fits["orin-agx"] >= local and least <= fits["xavier-agx"] < local and fits["orin-nano"] < least
-    inp = SelectionInput(_nodes(), tables, caps, deadline_s, local, least, 1.0, 1.0)
+    per_node = {n.node_id: caps[n.device_type] for n in _nodes()}
+    inp = SelectionInput(_nodes(), tables, per_node, deadline_s, local, least, 1.0, 1.0)
     chosen, skipped = DeadlineAwareSelection().select(inp, np.random.default_rng(0))
     by_node = {a.node_id: a for a in chosen}
     assert by_node[1].work == by_node[2].work == local and by_node[1].reason == "full"
     assert by_node[4].work == fits["xavier-agx"] and by_node[4].reason.startswith("partial")
     assert [s.node_id for s in skipped] == [3] and "minibatches fit" in skipped[0].reason
     # a tight cap leaves the Orin AGX too slow as well
-    tight = SelectionInput(_nodes(), tables, {**caps, "orin-agx": 8.0}, deadline_s, local, least, 1.0, 1.0)
+    tight = SelectionInput(_nodes(), tables, {**per_node, 1: 8.0, 2: 8.0}, deadline_s, local, least, 1.0, 1.0)
     chosen, skipped = DeadlineAwareSelection().select(tight, np.random.default_rng(0))
     assert {s.node_id for s in skipped} >= {1, 2, 3}
+    # caps are per board: one Orin AGX capped tightly is skipped, the other keeps its full work
+    mixed = SelectionInput(_nodes(), tables, {**per_node, 2: 8.0}, deadline_s, local, least, 1.0, 1.0)
+    chosen, skipped = DeadlineAwareSelection().select(mixed, np.random.default_rng(0))
+    assert 2 in {s.node_id for s in skipped} and {a.node_id: a.work for a in chosen}[1] == local
 
 
 def test_fraction_and_all_selection() -> None:
-    inp = SelectionInput(_nodes(), {}, {}, 10.0, 50, 20, 1.0, 0.5)
+    inp = SelectionInput(_nodes(), {}, {n.node_id: 25.0 for n in _nodes()}, 10.0, 50, 20, 1.0, 0.5)
     chosen, skipped = AllSelection().select(inp, np.random.default_rng(0))
     assert len(chosen) == 2 and len(skipped) == 2 and all(a.work == 50 for a in chosen)
     assert all("not sampled" in s.reason for s in skipped)

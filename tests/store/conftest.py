@@ -7,7 +7,6 @@ Redis at ``REDIS_URL`` in a namespace of its own, dropped afterwards.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from coordinator.store.base import ArtifactMeta, BackendStore
+from coordinator.store.base import BackendStore
 from coordinator.store.builder import BuildSettings
 from coordinator.store.collect import DeviceCollector, ProfilingCost
 from coordinator.store.local_store import LocalModelStore
@@ -26,6 +25,19 @@ from powertrain.devices import SimulatedJetson
 from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes
+from tests.store.tampering import (  # the fault catalogue, shared with bench/faults.py
+    TAMPER_KINDS,
+    craft,
+    nan_weight,
+    overwrite_blob,
+    raw_blob,
+    tamper,
+    wrong_architecture,
+    wrong_shape,
+)
+
+__all__ = ["TAMPER_KINDS", "craft", "nan_weight", "overwrite_blob", "raw_blob", "tamper", "wrong_architecture",
+           "wrong_shape"]
 
 #: Small enough that a reference fit takes well under a second.
 TINY_PARAMS: dict[str, Any] = {"fit_steps": 60, "members": 2, "hidden": (16, 8), "transfer_steps": 30,
@@ -123,25 +135,9 @@ def store(make_store: Callable[..., BackendStore]) -> BackendStore:
     return make_store()
 
 
-def overwrite_blob(store: BackendStore, meta: ArtifactMeta, data: bytes) -> None:
-    """Fault injection: replace a version's stored bytes behind the store's back."""
-    if isinstance(store, RedisModelStore):
-        store.client.set(store.key("blob", meta.device_type, meta.workload, meta.version), data)
-        return
-    assert isinstance(store, LocalModelStore)
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE versions SET data=? WHERE device_type=? AND workload=? AND version=?",
-                     (data, meta.device_type, meta.workload, meta.version))
+@pytest.fixture(scope="session")
+def nano_profile() -> pd.DataFrame:
+    """12 profiled modes of orin-nano / lstm-wikitext (the builder's k in TINY_BUILD)."""
+    modes = sample_modes(get_space("orin-nano").modes("powertrain"), 12, strategy="spacefill")
+    return profile(SimulatedJetson("orin-nano", seed=1), "lstm-wikitext", modes, FAST_PROFILE).frame
 
-
-def raw_blob(store: BackendStore, meta: ArtifactMeta) -> bytes:
-    """The stored bytes of a version, read behind the store's back."""
-    if isinstance(store, RedisModelStore):
-        data = store.client.get(store.key("blob", meta.device_type, meta.workload, meta.version))
-        assert data is not None
-        return bytes(data)
-    assert isinstance(store, LocalModelStore)
-    with sqlite3.connect(store.path) as conn:
-        row = conn.execute("SELECT data FROM versions WHERE device_type=? AND workload=? AND version=?",
-                           (meta.device_type, meta.workload, meta.version)).fetchone()
-    return bytes(row[0])

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from coordinator.store.base import BackendStore
@@ -20,6 +21,7 @@ from coordinator.store.builder import (
     complete,
     get_or_build,
     plan,
+    plan_or_rebuild,
     refine,
     rolling_error,
 )
@@ -212,3 +214,32 @@ def test_bad_names_and_unknown_device_types(store: BackendStore, ref_state: Pred
     with pytest.raises(InvalidParameterError, match="orin-agx boards; orin-nano boards are needed"):
         get_or_build(store, *NANO, collector("orin-agx"), settings=TINY_BUILD)
     assert store.versions(*NANO) == [] and store.get_profile(*NANO).empty  # nothing half-built
+
+
+def test_a_pair_with_samples_but_no_latest_is_rebuilt_never_planned_with_zero_modes(
+        make_store: Callable[..., BackendStore], ref_state: PredictorState) -> None:
+    """Issue 16: after `store rm PAIR --all` (or a refused latest) the samples survive; the plan
+    used to ask the fleet to profile 0 modes, forever."""
+    store = make_store()
+    store.put(ref_state)
+    first = get_or_build(store, *NANO, collector("orin-nano", boards=2), settings=TINY_BUILD)
+    store.delete(*NANO)  # the samples are kept
+    stale = plan(store, *NANO, TINY_BUILD)
+    assert stale.rule != RULE_HIT and not stale.needs_boards and len(stale.modes) == 0  # the trap
+    counting = CountingCollector(collector("orin-nano"))
+    healed = plan_or_rebuild(store, *NANO, TINY_BUILD)
+    assert healed.rule == RULE_HIT and healed.hit is not None and counting.calls == 0
+    assert healed.hit.meta.version == first.meta.version + 1 and healed.hit.meta.labels["profiled_modes"] == "0"
+    assert healed.hit.meta.labels["reused_samples"] == "12" and any("rebuilt" in n for n in healed.notes)
+    # with too few samples the plan asks for exactly the missing modes
+    store.delete(*NANO, profile=True)
+    store.append_profile(*NANO, _nano_rows(5))
+    short = plan_or_rebuild(store, *NANO, TINY_BUILD)
+    assert short.needs_boards and len(short.modes) == 12 - 5
+
+
+def _nano_rows(n: int) -> pd.DataFrame:
+    from powertrain.profiler import profile
+
+    modes = sample_modes(get_space("orin-nano").modes("powertrain"), n, strategy="spacefill", seed=7)
+    return profile(SimulatedJetson("orin-nano", seed=2), "lstm-wikitext", modes, FAST_PROFILE).frame

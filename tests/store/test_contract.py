@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
 import time
@@ -12,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coordinator.store.base import BackendStore
+from coordinator.store.base import ArtifactMeta, BackendStore
+from coordinator.store.builder import plan_or_rebuild
 from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError, StoreError
 from coordinator.store.local_store import LocalModelStore
-from powerfleet.serde import ArtifactError, artifact_id, encode_predictor
+from powerfleet.serde import ArtifactError, artifact_id, chunk_digest, encode_predictor, encode_profile_frame
 from powertrain.errors import InvalidParameterError
 from powertrain.predictor import PredictorState
-from tests.store.conftest import overwrite_blob, raw_blob, variant
+from tests.store.conftest import TAMPER_KINDS, TINY_BUILD, overwrite_blob, raw_blob, tamper, variant
 
 REF = ("orin-agx", "resnet18-imagenet")
 NANO = ("orin-nano", "lstm-wikitext")
@@ -222,7 +224,8 @@ def test_cache_is_keyed_by_artifact_id(store: BackendStore, ref_state: Predictor
     first = store.put(ref_state)
     a = store.get(*REF)
     b = store.get(*REF)
-    assert b.state is a.state and store.stats()["cache_hits"] == 1
+    assert b.state is a.state and store.stats()["cache_hits"] == 2  # the put verified and cached it
+    assert store.stats()["cache_misses"] == 0
     second = store.put(variant(ref_state))
     c = store.get(*REF)
     assert c.meta.artifact_id == second.artifact_id != first.artifact_id  # never stale
@@ -257,3 +260,134 @@ def test_local_store_is_safe_across_processes(tmp_path: Path, ref_state: Predict
     store = LocalModelStore(path)
     assert [m.version for m in store.versions(*REF)] == list(range(1, 16))
     assert len({m.artifact_id for m in store.versions(*REF)}) == 15
+
+
+# ---------------------------------------------------------------------- tampering
+# Index data is validated, never trusted: every kind of damage in TAMPER_KINDS, on both
+# backends, is refused or repaired, reported once, counted, and the pair heals (a new put
+# gets a fresh number and becomes latest; a refused latest is rebuilt from stored samples).
+REFUSED = {"id-swapped", "blob-missing", "blob-flip"}
+VALUE_DAMAGE = REFUSED | {"chunk-flip"}
+
+
+def _exercise(store: BackendStore, v1: ArtifactMeta) -> dict[str, object]:
+    """Every read of the contract; only a one-line CorruptArtifactError may come out."""
+    out: dict[str, object] = {}
+    reads: dict[str, Callable[[], object]] = {
+        "list": lambda: [m.pair for m in store.list_pairs()],
+        "names": store.pair_names,
+        "versions": lambda: [m.version for m in store.versions(*NANO)],
+        "latest_version": lambda: store.latest_version(*NANO),
+        "meta": lambda: store.meta(*NANO).artifact_id,
+        "get": lambda: store.get(*NANO).meta.artifact_id,
+        "get_artifact": lambda: store.get_artifact(*NANO)[0].artifact_id,
+        "meta_v1": lambda: store.meta(*NANO, version=1).artifact_id,
+        "find_v1": lambda: [m.label for m in store.find(v1.artifact_id)],
+        "history": lambda: [h.meta.version for h in store.history(*NANO)],
+        "profile_pairs": store.profile_pairs,
+        "profile_rows": lambda: len(store.get_profile(*NANO)),
+        "ref": lambda: store.get(*REF).meta.artifact_id,
+    }
+    for name, read in reads.items():
+        try:
+            out[name] = read()
+        except CorruptArtifactError as exc:
+            _one_line(exc, "refused")
+            out[name] = "refused"
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPER_KINDS))
+def test_tampered_index_is_refused_or_repaired_and_heals(make_store: Callable[..., BackendStore], backend: str,
+                                                        ref_state: PredictorState, nano_profile: pd.DataFrame,
+                                                        kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = make_store()
+    ref = store.put(ref_state)
+    v1 = store.put(variant(ref_state, *NANO, kind="transfer", parent_id=ref.artifact_id, n_samples=12))
+    v2 = store.put(variant(ref_state, *NANO, kind="transfer", parent_id=ref.artifact_id, n_samples=12,
+                           created_at=ref_state.created_at + 50), labels={"rule": "reference"})
+    store.append_profile(*NANO, nano_profile.head(6))
+    store.append_profile(*NANO, nano_profile.iloc[6:12])
+    tamper(store, kind, v1, v2)
+
+    fresh = make_store()  # nothing cached: every value comes from storage
+    with caplog.at_level(logging.WARNING, logger="powerfleet.store"):
+        first = _exercise(fresh, v1)
+        reported = len(caplog.records)
+        for _ in range(2):
+            assert _exercise(fresh, v1) == first  # stable answers
+        assert len(caplog.records) == reported, "a damaged entry must be reported once"
+
+    assert first["ref"] == ref.artifact_id and first["meta_v1"] == v1.artifact_id  # the rest is intact
+    assert first["names"] == [REF, NANO] and first["profile_pairs"] == [NANO]
+    assert NANO in first["list"] and REF in first["list"]  # type: ignore[operator]
+    assert 1 in first["versions"] and v1.label in first["find_v1"]  # type: ignore[operator]
+    if kind != "id-swapped":  # (a record claiming v1's id is listed by SQLite's id index: it says so)
+        assert first["find_v1"] == [v1.label]
+    expected_latest = v1.artifact_id if (backend, kind) == ("local", "latest-not-int") else v2.artifact_id
+    if kind in REFUSED:
+        assert first["get"] == first["get_artifact"] == "refused"
+        assert fresh.stats()["corrupt_refused"] >= 1
+    else:
+        assert first["get"] == first["get_artifact"] == expected_latest
+    assert first["profile_rows"] == (6 if kind == "chunk-flip" else 12)
+    if kind == "labels-garbage":
+        assert fresh.meta(*NANO).labels == {}
+    if kind in {"n-samples", "meta-missing", "created-at", "id-garbage"}:
+        assert fresh.meta(*NANO).n_samples == 12 and fresh.stats()["index_repaired"] >= 1
+
+    # heals: a refused latest is rebuilt from the 12 stored samples (no profiling), ...
+    rebuilt = plan_or_rebuild(fresh, *NANO, TINY_BUILD)
+    assert rebuilt.hit is not None and not rebuilt.needs_boards
+    if kind in REFUSED:
+        assert rebuilt.hit.meta.version > 2 and rebuilt.hit.meta.labels["rule"] == "reference"
+        assert rebuilt.hit.meta.labels["profiled_modes"] == "0" and any("rebuilt" in n for n in rebuilt.notes)
+    # ... and a new version gets a fresh number and becomes latest
+    before = max(fresh.latest_version(*NANO), 2)
+    new = fresh.put(variant(ref_state, *NANO, kind="transfer", created_at=ref_state.created_at + 99))
+    assert new.version > before and fresh.get(*NANO).meta.artifact_id == new.artifact_id
+    assert fresh.append_profile(*NANO, nano_profile.head(2)) == 2  # the profile takes new samples
+    counted = fresh.stats()["corrupt_refused" if kind in VALUE_DAMAGE else "index_invalid"]
+    assert counted >= 1, fresh.stats()
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+
+
+# ---------------------------------------------------------------------- profile compaction
+def test_profile_chunks_are_compacted_keeping_every_sample(make_store: Callable[..., BackendStore],
+                                                           ref_profile: pd.DataFrame) -> None:
+    store = make_store(compact_chunks=8)
+    chunks = [encode_profile_frame(ref_profile.iloc[i:i + 2].assign(source="round"), device_type=REF[0],
+                                   workload=REF[1], knobs=list(ref_profile.columns[:4])) for i in range(0, 80, 2)]
+    for c in chunks:  # one chunk per round, like a coordinator feeding observations
+        store.append_profile_chunk(c)
+        assert len(store.profile_chunks(*REF)) <= 9  # never grows past the threshold + 1
+    back = store.get_profile(*REF)
+    knobs = list(ref_profile.columns[:4])
+    np.testing.assert_allclose(back[knobs].to_numpy(float), ref_profile.head(80)[knobs].to_numpy(float))
+    np.testing.assert_allclose(back.time_ms, ref_profile.time_ms.head(80))  # same samples, same order
+    assert store.stats()["compactions"] >= 4
+    digests = store.profile_digests(*REF)
+    assert all(chunk_digest(c) in digests for c in chunks)  # a replayed chunk is still recognised
+    result = store.import_values([], chunks[:3])
+    assert (result.added_chunks, result.skipped_chunks) == (0, 3) and len(store.get_profile(*REF)) == 80
+
+
+def test_compaction_under_concurrent_appends_loses_nothing(make_store: Callable[..., BackendStore],
+                                                           ref_profile: pd.DataFrame) -> None:
+    stores = [make_store(compact_chunks=4) for _ in range(3)]
+    knobs = list(ref_profile.columns[:4])
+
+    def feed(i: int) -> None:
+        for j in range(12):
+            rows = ref_profile.iloc[[(i * 12 + j) % len(ref_profile)]].assign(device_unit=i, timestamp=float(j))
+            stores[i].append_profile(*REF, rows, knobs=knobs)
+
+    threads = [threading.Thread(target=feed, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    back = stores[0].get_profile(*REF)
+    assert len(back) == 36 and len(stores[0].profile_chunks(*REF)) <= 5
+    for unit in range(3):  # each writer's samples all there, in its own order
+        assert list(back[back.device_unit == unit].timestamp) == [float(j) for j in range(12)]

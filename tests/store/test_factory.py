@@ -36,7 +36,13 @@ def test_local_default_lives_in_the_user_cache(tmp_path: Path, monkeypatch: pyte
 
 def test_bad_urls_and_files_fail_in_one_line(tmp_path: Path) -> None:
     for url, needle in [("ftp://host/x", "not supported"), ("file://", "must name a file"),
-                        ("redis://h:notaport/0", "not valid")]:
+                        ("redis://h:notaport/0", "not valid"),
+                        ("redis://127.0.0.1:6379/abc", "database 'abc' must be a non-negative integer"),
+                        ("redis://127.0.0.1:6379/-1", "database '-1'"),
+                        ("redis://127.0.0.1:6379/0?db=x", "database 'x'"),
+                        ("redis://127.0.0.1:6379/1?db=2", "name different databases"),
+                        ("redis://127.0.0.1:6379/0?namespace=a&namespace=b", "given twice"),
+                        ("redis://127.0.0.1:0/0", "port 0")]:
         with pytest.raises(InvalidParameterError) as exc:
             open_store(url)
         assert needle in str(exc.value) and "\n" not in str(exc.value)

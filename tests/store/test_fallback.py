@@ -49,11 +49,14 @@ def test_redis_outage_falls_back_and_writes_back(private_redis: PrivateRedis, tm
     private_redis.start()  # back on the same port, empty (no persistence)
     time.sleep(0.25)
     with caplog.at_level(logging.WARNING, logger="powerfleet.store"):
-        assert store.sync() == 3
+        assert store.sync() == 4  # the 3 journaled values (re-published from the mirror), and the lost reference
     assert not store.degraded and store.stats()["pending"] == 0 and store.stats()["written_back"] == 3
-    assert any("is back; wrote back 3" in r.message for r in caplog.records)
+    assert store.stats()["epoch_changes"] == 1 and store.stats()["republished"] == 3
+    assert any("is back; wrote back 4" in r.message for r in caplog.records)
+    assert any("lost its data" in r.message for r in caplog.records)
     check = RedisModelStore(private_redis.url, namespace="powerfleet:v1")
     assert check.get(*NANO).meta.artifact_id == built.meta.artifact_id  # nothing lost
+    assert check.get(*REF).meta.artifact_id == ref.artifact_id  # written before the outage: re-published
     assert check.get("xavier-agx", "resnet18-imagenet").meta.artifact_id == extra.artifact_id
     assert len(check.get_profile(*NANO)) == 12
     assert store.sync() == 0  # replaying again writes nothing twice

@@ -176,7 +176,10 @@ def test_open_store_reads_the_password_from_a_file(acl_redis: AclRedis, tmp_path
     monkeypatch.setenv(PASSWORD_FILE_ENV, str(acl_redis.secret))
     store = open_store(f"{acl_redis.url(password=None)}?namespace={namespace}", fallback=False)
     try:
-        assert store.list_pairs() == [] and store.acquire_lock("probe", ttl_s=5) is not None
+        assert store.list_pairs() == []
+        handle = store.acquire_lock("probe", ttl_s=5)
+        assert handle is not None
+        handle.release()
         assert PASSWORD not in store.url and "a/b" not in store.url
     finally:
         assert isinstance(store, RedisModelStore)

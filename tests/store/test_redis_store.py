@@ -49,7 +49,9 @@ def test_acl_user_in_url_without_keys_or_scan(redis_url: str, acl_user: tuple[st
     # worked although KEYS and SCAN are denied
     assert [m.pair for m in store.list_pairs()] == [("orin-agx", "resnet18-imagenet"),
                                                      ("orin-nano", "lstm-wikitext")]
-    assert store.acquire_lock("build:a:b") is not None
+    lock = store.acquire_lock("build:a:b")
+    assert lock is not None
+    assert lock.release()  # (a held lock renews itself in the background until released)
     store.delete("orin-nano", "lstm-wikitext")
     assert len(store.list_pairs()) == 1
     with pytest.raises(redis.ResponseError):  # the denial is real

@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from coordinator.store.base import BackendStore
 from coordinator.store.local_store import LocalModelStore
 from coordinator.store.redis_store import RedisModelStore
-from powerfleet.serde import load_model
+from powerfleet.serde import encode_predictor, load_model
 from powertrain.predictor import PredictorState
-from tests.store.conftest import variant
+from tests.store.conftest import craft, nan_weight, variant, wrong_architecture, wrong_shape
 
 NANO = ("orin-nano", "lstm-wikitext")
 
@@ -161,3 +162,110 @@ def test_cli_on_redis(cli, redis_url: str, ref_state: PredictorState) -> None:  
         assert [r["workload"] for r in json.loads(out)] == ["resnet18-imagenet"]
     finally:
         store.drop_namespace()
+
+
+# ---------------------------------------------------------------------- issue 16 regressions
+def _store_url(backend: str, tmp_path: Path, redis_url: str) -> tuple[str, BackendStore]:
+    if backend == "local":
+        store: BackendStore = LocalModelStore(tmp_path / "target.sqlite")
+        return f"file://{tmp_path / 'target.sqlite'}", store
+    ns = f"powerfleet:test:{uuid.uuid4().hex[:8]}"
+    sep = "&" if "?" in redis_url else "?"
+    return f"{redis_url}{sep}namespace={ns}", RedisModelStore(redis_url, namespace=ns)
+
+
+def _drop(store: BackendStore) -> None:
+    if isinstance(store, RedisModelStore):
+        store.drop_namespace()
+    store.close()
+
+
+@pytest.mark.parametrize("mutation", ["nan-weight", "wrong-shape", "wrong-architecture"])
+def test_import_checks_meaning_not_only_the_digest(cli, filled: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                  ref_state: PredictorState, mutation: str) -> None:
+    mutate = {"nan-weight": nan_weight, "wrong-shape": wrong_shape, "wrong-architecture": wrong_architecture}
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(craft(encode_predictor(variant(ref_state, *NANO)), mutate[mutation]))
+    code, _, err = cli("store", "import", str(bad), "--store", filled)
+    _one_line_error(code, err, "bad.model")
+    assert [m.version for m in LocalModelStore(filled[7:]).versions(*NANO)] == [1, 2]  # not imported
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=pytest.mark.redis)])
+def test_import_is_all_or_nothing(cli, tmp_path: Path, redis_url: str, ref_state: PredictorState,  # type: ignore[no-untyped-def]
+                                  ref_profile: pd.DataFrame, backend: str) -> None:
+    from powerfleet.serde import Bundle, BundleEntry, encode_bundle, encode_profile_frame
+
+    url, store = _store_url(backend, tmp_path, redis_url)
+    try:
+        store.append_profile(*NANO, ref_profile.head(3))  # the store's profile of NANO names 4 knobs
+        good = encode_predictor(ref_state)
+        bad_name = encode_predictor(variant(ref_state, "orin:agx"))
+        knobs = ["cpu_cores", "cpu_mhz", "gpu_mhz"]
+        other_knobs = encode_profile_frame(ref_profile.head(2), device_type=NANO[0], workload=NANO[1], knobs=knobs)
+        for i, bundle in enumerate([Bundle((BundleEntry(good), BundleEntry(bad_name))),
+                                    Bundle((BundleEntry(good),), (other_knobs,))]):
+            path = tmp_path / f"b{i}.pfb"
+            path.write_bytes(encode_bundle(bundle))
+            code, _, err = cli("store", "import", str(path), "--store", url)
+            assert code == 2 and "Traceback" not in err, err
+            assert "error: " in err and ("orin:agx" in err or "knobs" in err), err
+            assert store.list_pairs() == [] and store.versions("orin-agx", "resnet18-imagenet") == []
+            assert len(store.get_profile(*NANO)) == 3  # the first entry was not committed
+    finally:
+        _drop(store)
+
+
+def test_export_fails_for_a_pair_it_cannot_include(cli, filled: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    with sqlite3.connect(filled[7:]) as conn:  # the latest NANO version loses its bytes
+        conn.execute("UPDATE versions SET data=X'' WHERE device_type=? AND workload=? AND version=2", NANO)
+    out = tmp_path / "out.pfb"
+    code, _, err = cli("store", "export", "-o", str(out), "--store", filled)
+    assert code == 2 and "cannot include orin-nano/lstm-wikitext" in err and "nothing written" in err, err
+    assert "Traceback" not in err and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    code, _, err = cli("store", "export", "orin-agx", "resnet18-imagenet", "-o", str(out), "--store", filled)
+    assert code == 0 and out.exists(), err
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("damage", ["latest-not-int", "pairs-member"])
+def test_damaged_redis_index_gives_answers_not_tracebacks(cli, redis_url: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          ref_state: PredictorState, damage: str) -> None:
+    url, store = _store_url("redis", tmp_path, redis_url)
+    assert isinstance(store, RedisModelStore)
+    try:
+        meta = store.put(ref_state)
+        if damage == "latest-not-int":
+            store.client.hset(store.key("pair", *meta.pair), "latest", "abc")
+        else:
+            store.client.sadd(store.key("pairs"), "nocolon")
+        for args in (["ls"], ["show", *meta.pair], ["export", "-o", str(tmp_path / "x.pfb")], ["history", *meta.pair]):
+            code, _out, err = cli("store", *args, "--store", url)
+            assert code == 0 and "Traceback" not in err, (args, err)
+            assert err.count("warning: ") <= 1, err  # reported once
+        assert (tmp_path / "x.pfb").is_file()
+    finally:
+        _drop(store)
+
+
+@pytest.mark.parametrize("column, value", [("n_samples", "abc"), ("created_at", "x")])
+def test_damaged_sqlite_fields_give_answers_not_tracebacks(cli, filled: str, column: str,  # type: ignore[no-untyped-def]
+                                                           value: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(filled[7:]) as conn:
+        conn.execute(f"UPDATE versions SET {column}=? WHERE device_type=? AND workload=? AND version=2",
+                     (value, *NANO))
+    for i, args in enumerate((["ls", "--json"], ["show", *NANO], ["history", *NANO])):
+        code, out, err = cli("store", *args, "--store", filled)
+        assert code == 0 and "Traceback" not in err, (args, err)
+        if i == 0:  # reported once, by the first command: the rebuilt record is written back
+            assert f"{column}=" in err and "rebuilt from the artifact bytes" in err
+        else:
+            assert "warning" not in err, err
+    code, out, _ = cli("store", "ls", "--json", "--store", filled)
+    nano = next(r for r in json.loads(out) if r["device_type"] == NANO[0])
+    assert nano["version"] == 2 and nano["n_samples"] == 20  # from the artifact itself
