@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import device, fleet, predictor, profiling, store
+from powerfleet.cli import device, fleet, predictor, profiling, store, tasks
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ predictor.register(app)
 store.register(app)
 device.register(app)
 fleet.register(app)
+tasks.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

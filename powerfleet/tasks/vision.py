@@ -270,7 +270,7 @@ class MobileNetV3Large(ImageTask):
         super().__init__(classes=classes, **options)
 
     def build_model(self) -> nn.Module:
-        """MobileNetV3-Large (4.2 M parameters at width 1 and 203 classes)."""
+        """MobileNetV3-Large (4.5 M parameters at width 1 and 203 classes)."""
         return MobileNetV3Net(self.classes, self.width)
 
 
