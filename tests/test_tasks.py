@@ -220,6 +220,18 @@ def test_a_local_text_dataset_feeds_bert_and_the_language_model(hf_env: Path) ->
     assert tokens.shape == target.shape == (8,) and torch.equal(tokens[1:], target[:-1])
 
 
+def test_a_dataset_without_a_held_out_split_is_named(hf_env: Path) -> None:
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string")})
+    _write_parquet(hf_env / "only-train", {"text": ["a b c d e f g h i j k"] * 8}, features, "train")
+    lm = load_task(f"powerfleet.tasks.text:TiedLSTM?dataset=hf:{hf_env / 'only-train'}&vocab=50&workers=0")
+    assert lm.partitioner == "iid"  # type: ignore[attr-defined]  # running text: no label to skew by
+    assert len(lm.train_data(0, 1, 0)) == 10  # type: ignore[arg-type]
+    with pytest.raises(TaskError, match=r"has no test or validation split: .*'train'"):
+        lm.test_data(0)
+
+
 def test_an_unknown_dataset_offline_is_one_line_naming_it(hf_env: Path) -> None:
     task = load_task("powerfleet.tasks.vision:ResNet18?dataset=hf:nonexistent-org/nothing-here&workers=0")
     started = time.monotonic()

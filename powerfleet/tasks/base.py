@@ -17,6 +17,7 @@ import abc
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from powerfleet.protocol.tasks import Task, TaskError
@@ -85,10 +86,7 @@ class BuiltinTask(Task):
 
     def loader(self, data: Dataset[Any], seed: int) -> DataLoader[Any]:
         """Shuffled full minibatches, ``workers`` loader processes."""
-        import torch
-
         generator = torch.Generator().manual_seed(int(seed) % (2**63))
         return DataLoader(data, batch_size=int(self.batch_size), shuffle=True, drop_last=True,
-                          generator=generator, num_workers=self.workers,
-                          persistent_workers=False)
+                          generator=generator, num_workers=self.workers)
 

@@ -4,8 +4,9 @@ from one real training step, with torch's own instruments.
 One step of the task's own ``train_step`` (forward, loss, backward, optimizer step) runs on
 ``meta`` tensors - the model built under ``torch.device("meta")``, a real minibatch from the
 task's loader moved there - so every aten kernel is dispatched with its true shapes but no
-arithmetic is done (a BERT-base step counts in well under a second on this CPU). Two modes
-watch it:
+arithmetic is done (a BERT-base step counts in well under a second on this CPU; a step meta
+tensors cannot run - data-dependent shapes - is counted on real CPU tensors instead). Two
+modes watch it:
 
 * :class:`torch.utils.flop_counter.FlopCounterMode` counts the FLOPs of the compute-bound
   kernel classes - convolution, matmul/linear, attention - forward and backward (with one
@@ -300,7 +301,13 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
     batch = _first_batch(task, data, seed)
     meta_batch = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, batch)
 
-    counter, fc_total, module_calls = _count_step(task, meta_model, meta_batch, torch.device("meta"))
+    counted_on = "meta"
+    try:
+        counter, fc_total, module_calls = _count_step(task, meta_model, meta_batch, torch.device("meta"))
+    except TaskError:  # e.g. data-dependent shapes (boolean masks) that meta tensors cannot give: count for real
+        counted_on = "cpu"
+        real_model = _guard(info.name, "building the model", lambda: seeded_model(task, seed))
+        counter, fc_total, module_calls = _count_step(task, real_model, batch, torch.device("cpu"))
     counted = sum(c.flop for name, c in counter.classes.items() if name in DENSE_CLASSES)
     if abs(counted - fc_total) > 1e-6 * max(fc_total, 1.0):
         raise AssertionError(f"kernel counter saw {counted} dense FLOPs, FlopCounterMode {fc_total}")
@@ -336,7 +343,8 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
     result = Characterization(
         workload=workload, fingerprint=digest, reference=reference or info.name, classes=classes,
         phase_kernels=dict(counter.phase_kernels), params=sum(p.numel() for p in meta_model.parameters()),
-        loader_ms=loader_s * 1e3, module_calls=module_calls, aten_ops=counter.aten_ops, loss_checked=checked)
+        loader_ms=loader_s * 1e3, module_calls=module_calls, aten_ops=counter.aten_ops, loss_checked=checked,
+        extra={"counted_on": counted_on})
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -180,18 +180,19 @@ def load_hf_split(name: str, *, partition_id: int | None, num_partitions: int, p
                 part: Any = (IidPartitioner(num_partitions) if partitioner == "iid" else
                              DirichletPartitioner(num_partitions, partition_by=label_key, alpha=alpha,
                                                   min_partition_size=0, seed=seed))
-                fds = FederatedDataset(dataset=str(Path(name).expanduser()) if Path(name).expanduser().exists()
-                                       else name, partitioners={split: part}, seed=seed)
+                local = Path(name).expanduser()
+                fds = FederatedDataset(dataset=str(local) if local.exists() else name, partitioners={split: part},
+                                       seed=seed)
                 _FEDERATED[key] = fds
             if partition_id is not None:
                 return fds.load_partition(int(partition_id) % num_partitions, split)
-            splits = list(fds.load_dataset_dict().keys()) if hasattr(fds, "load_dataset_dict") else []
+            missing = ""
             for held_out in ("test", "validation"):
                 try:
                     return fds.load_split(held_out)
-                except (ValueError, KeyError):
-                    continue
-            raise TaskError(f"dataset {ref} has no test or validation split (splits: {', '.join(splits) or '?'})")
+                except ValueError as exc:  # not a split of this data set
+                    missing = str(exc)
+            raise TaskError(f"dataset {ref} has no test or validation split: {missing}")
     except TaskError:
         raise
     except Exception as exc:  # the hub, the network, the file formats: one line naming the data set

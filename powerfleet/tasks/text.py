@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as fn
 from torch.utils.data import DataLoader, Dataset
 
+from powerfleet.protocol.tasks import TaskError
 from powerfleet.tasks.base import BuiltinTask
 from powerfleet.tasks.data import Example, GeneratedData, draw_labels, hashed_tokens, hf_column
 from powerfleet.tasks.vision import attention
@@ -224,8 +225,6 @@ class HFText(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.split)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from powerfleet.protocol.tasks import TaskError
-
         row = self.split[int(index)]
         label = int(row[self.label_col])
         if not 0 <= label < self.classes:
@@ -276,8 +275,9 @@ class TiedLSTM(BuiltinTask):
     ``clip`` (0.25).
 
     Options: ``seq_len`` (8), ``width`` (hidden = round(256 x width)), ``layers`` (2), ``vocab``
-    (29,000), ``sgd_lr``, ``clip``, ``dataset=hf:<name>`` (``text_key``; hashed word ids, label-free: ``iid`` unless
-    ``label_key`` names a column), and the data options.
+    (29,000), ``sgd_lr``, ``clip``, ``dataset=hf:<name>`` (``text_key``; hashed word ids), and the
+    data options; ``partitioner`` defaults to ``auto``: Dirichlet over the generated topics, IID
+    over a real data set's running text unless ``label_key`` names a column to skew by.
     """
 
     name = "lstm-wikitext"
@@ -288,7 +288,7 @@ class TiedLSTM(BuiltinTask):
 
     def __init__(self, *, seq_len: int = 8, width: float = 1.0, layers: int = 2, vocab: int = 29000,
                  sgd_lr: float = 20.0, clip: float = 0.25, n_train: int = 20000, n_test: int = 1000,
-                 partitioner: str = "dirichlet", alpha: float = 0.5,
+                 partitioner: str = "auto", alpha: float = 0.5,
                  workers: int = 4, dataset: str = "generated", text_key: str = "", label_key: str = "") -> None:
         super().__init__()
         self.seq_len = int(check_range("seq_len", seq_len, low=2, high=4096))
@@ -299,10 +299,10 @@ class TiedLSTM(BuiltinTask):
         self.clip = float(check_range("clip", clip, low=0, low_inclusive=False))
         self.hidden = max(4, round(256 * self.width))
         self.text_key = str(text_key)
+        if partitioner == "auto":  # running text of a real data set has no label to skew by
+            partitioner = "iid" if str(dataset).startswith("hf:") and not label_key else "dirichlet"
         self._init_data(n_train=n_train, n_test=n_test, partitioner=partitioner, alpha=alpha, workers=workers,
                         dataset=dataset, label_key=label_key)
-        if self.hf_name is not None and not label_key:
-            self.partitioner = "iid"  # running text has no label to skew by
         self.input_shape = (self.seq_len,)  # type: ignore[misc]
 
     def build_model(self) -> nn.Module:
@@ -348,8 +348,6 @@ class TiedLSTM(BuiltinTask):
             ids += hashed_tokens(str(text), self.vocab, 0)
         n = max(len(ids) - 1, 0) // self.seq_len
         if n == 0:
-            from powerfleet.protocol.tasks import TaskError
-
             raise TaskError(f"dataset {ref}: its {text_col!r} column holds fewer than {self.seq_len + 1} words")
         arr = torch.tensor(ids[: n * self.seq_len + 1], dtype=torch.int64)
         inputs = arr[:-1].view(n, self.seq_len)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as fn
 from torch.utils.data import Dataset
 
+from powerfleet.protocol.tasks import TaskError
 from powerfleet.tasks.base import BuiltinTask
 from powerfleet.tasks.data import Example, GeneratedData, draw_labels, hf_column, smooth_pattern
 from powertrain.errors import check_range
@@ -89,8 +90,6 @@ class HFImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.split)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from powerfleet.protocol.tasks import TaskError
-
         row = self.split[int(index)]
         image = row[self.image_col].convert("RGB").resize((self.px, self.px))
         label = int(row[self.label_col])
