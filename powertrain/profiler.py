@@ -15,7 +15,7 @@ import pandas as pd
 from powertrain.devices.base import Device, StepFn
 from powertrain.errors import check_range
 from powertrain.profile_io import POWER_COL, TIME_COL
-from powertrain.workloads import get_workload
+from powertrain.workloads import Workload, resolve_workload
 
 ProgressFn = Callable[[int, int], None]
 
@@ -52,7 +52,7 @@ class ProfileRun:
 
 def profile(
     device: Device,
-    workload: str,
+    workload: Workload | str,
     modes: pd.DataFrame | Sequence[Mapping[str, float]],
     settings: ProfileSettings | None = None,
     *,
@@ -65,7 +65,7 @@ def profile(
     can double as useful training work.
     """
     cfg = settings or ProfileSettings()
-    get_workload(workload)  # fail fast on an unknown name
+    wl = resolve_workload(workload)  # fail fast on an unknown name
     space = device.space
     if isinstance(modes, pd.DataFrame):
         mode_list = [dict(zip(space.knob_names, row, strict=True))
@@ -87,7 +87,7 @@ def profile(
         result = device.run(workload, cfg.minibatches, _offset(step, measured + warm))
         measured += result.n_minibatches
         rows.append({**mode, TIME_COL: result.mean_time_ms, POWER_COL: result.mean_power_w,
-                     "device": device.device_type, "workload": workload})
+                     "device": device.device_type, "workload": wl.name})
         if progress is not None:
             progress(i + 1, len(mode_list))
     frame = pd.DataFrame(rows, columns=[*space.knob_names, TIME_COL, POWER_COL, "device",

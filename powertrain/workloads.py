@@ -114,3 +114,9 @@ def get_workload(name: str) -> Workload:
             f"workload {name!r} is not known; valid workloads: {', '.join(_CATALOG)}"
         )
     return _CATALOG[name]
+
+
+def resolve_workload(workload: Workload | str) -> Workload:
+    """A workload object as given (e.g. one characterised from a task), or the catalog entry
+    of a name."""
+    return workload if isinstance(workload, Workload) else get_workload(workload)

@@ -37,6 +37,7 @@ def test_import_rules_hold() -> None:
     ("client/policies.py", "import powerfleet.v1.powerfleet_pb2", "client is not allowed to import powerfleet.v1"),
     ("powertrain/devices/base.py", "import powertrain.optimize",
      "powertrain.devices is not allowed to import powertrain.optimize"),
+    ("powerfleet/tasks/data.py", "import client.runtime", "powerfleet.tasks is not allowed to import client"),
 ])
 def test_import_rules_catch_a_violation(tmp_path: Path, module: str, line: str, broken: str) -> None:
     """The check can fail: one forbidden import in a copy of the tree breaks a named contract."""

@@ -12,7 +12,7 @@ import sys
 import click
 import typer
 
-from powerfleet.cli import device, fleet, predictor, profiling, store
+from powerfleet.cli import device, fleet, predictor, profiling, store, tasks
 from powertrain.errors import PowerfleetError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ profiling.register(app)
 predictor.register(app)
 store.register(app)
 device.register(app)
+tasks.register(app)
 
 
 class _WarningLines(logging.Handler):

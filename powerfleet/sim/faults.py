@@ -23,6 +23,7 @@ from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainTask
 from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
 from powertrain.errors import check_range
 from powertrain.space import Mode
+from powertrain.workloads import Workload
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class CrashingDevice(Device):
         """Delegated."""
         return self.inner.current_mode()
 
-    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+    def run(self, workload: Workload | str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
         """Run until the budget is spent, then crash."""
         if self.remaining <= 0:
             raise NodeFailureError(self.reason)

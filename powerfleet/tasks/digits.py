@@ -4,7 +4,7 @@ Nothing is downloaded: ``make_dataset`` renders the ten digits from a 5x7 bitmap
 16x16 images with random scale, shear, rotation, translation, stroke thickness, occluding
 scratches and pixel noise - a real (if small) image-classification task whose accuracy
 climbs over federated rounds. ``partition`` splits the training set non-IID across nodes
-(Dirichlet label skew), as federated data usually is.
+(Dirichlet label skew, :func:`powerfleet.tasks.data.partition`), as federated data usually is.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import TensorDataset
 
 from powerfleet.protocol.tasks import Task
+from powerfleet.tasks.data import check_partitioner, partition, partition_indices
 
 IMAGE_PX = 16
 CLASSES = 10
@@ -99,25 +100,6 @@ def make_dataset(seed: int = 0, n_train: int = 6000, n_test: int = 1000) -> tupl
     train = Dataset(images[:n_train], labels[:n_train].astype(np.int64))
     test = Dataset(images[n_train:], labels[n_train:].astype(np.int64))
     return train, test
-
-
-def partition(labels: np.ndarray, num_partitions: int, alpha: float, seed: int) -> list[np.ndarray]:
-    """Dirichlet label-skew split: smaller ``alpha`` means more skewed partitions."""
-    rng = np.random.default_rng([seed, 314159])
-    parts: list[list[int]] = [[] for _ in range(num_partitions)]
-    for c in range(int(labels.max()) + 1):
-        idx = rng.permutation(np.nonzero(labels == c)[0])
-        shares = rng.dirichlet(np.full(num_partitions, alpha))
-        cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
-        for p, chunk in enumerate(np.split(idx, cuts)):
-            parts[p].extend(chunk.tolist())
-    out = []
-    for members in parts:
-        arr = np.array(sorted(members), dtype=np.int64)
-        if arr.size < BATCH_SIZE:  # every node needs at least one minibatch
-            arr = np.concatenate([arr, rng.choice(len(labels), BATCH_SIZE - arr.size, replace=False)])
-        out.append(arr)
-    return out
 
 
 def node_data(partition_id: int, num_partitions: int, seed: int, alpha: float = 0.5) -> Dataset:
@@ -207,7 +189,7 @@ class Digits(Task):
     """Generated 16 px digits, a two-block CNN, Dirichlet label-skewed partitions.
 
     Options: ``alpha`` (Dirichlet concentration of the label skew; smaller is more skewed),
-    ``n_train`` and ``n_test`` (examples generated).
+    ``partitioner`` (``dirichlet`` or ``iid``), ``n_train`` and ``n_test`` (examples generated).
     """
 
     name = "digits-cnn"
@@ -215,9 +197,11 @@ class Digits(Task):
     input_shape = (1, IMAGE_PX, IMAGE_PX)
     description = "small CNN on generated 16 px digits (non-IID Dirichlet partitions)"
 
-    def __init__(self, *, alpha: float = 0.5, n_train: int = 6000, n_test: int = 1000) -> None:
+    def __init__(self, *, alpha: float = 0.5, n_train: int = 6000, n_test: int = 1000,
+                 partitioner: str = "dirichlet") -> None:
         super().__init__()
         self.alpha = float(alpha)
+        self.partitioner = check_partitioner(str(partitioner))
         self.n_train = int(n_train)
         self.n_test = int(n_test)
 
@@ -226,9 +210,10 @@ class Digits(Task):
         return Net()
 
     def train_data(self, partition_id: int, num_partitions: int, seed: int) -> TorchDataset[tuple[torch.Tensor, ...]]:
-        """A Dirichlet label-skewed share of the generated training set."""
+        """A Dirichlet label-skewed (or IID) share of the generated training set."""
         train, _ = make_dataset(seed, self.n_train, self.n_test)
-        part = train.subset(partition(train.y, num_partitions, self.alpha, seed)[partition_id % num_partitions])
+        part = train.subset(partition_indices(train.y, partition_id, num_partitions, partitioner=self.partitioner,
+                                              alpha=self.alpha, seed=seed, min_size=BATCH_SIZE))
         return TensorDataset(torch.from_numpy(part.x), torch.from_numpy(part.y))
 
     def test_data(self, seed: int) -> TorchDataset[tuple[torch.Tensor, ...]]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from powertrain.space import Mode, ModeSpace
+from powertrain.workloads import Workload
 
 #: A training step callback: called once per minibatch with the minibatch index. Real
 #: backends time this work; simulated ones run it (so real training happens) and model time.
@@ -117,8 +118,9 @@ class Device(abc.ABC):
         """The mode in force, read back from the board."""
 
     @abc.abstractmethod
-    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
-        """Train ``n_minibatches`` of ``workload`` in the current mode; one measurement window.
+    def run(self, workload: Workload | str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+        """Train ``n_minibatches`` of ``workload`` (a catalog name or a :class:`Workload`) in the
+        current mode; one measurement window.
 
         Returns per-minibatch times and the mean board power over the window. ``step`` is the
         real training step to execute per minibatch (None: the backend's own runner).

@@ -28,7 +28,7 @@ from powertrain.devices.physics import (
 )
 from powertrain.errors import DeviceError, check_choice, check_range
 from powertrain.space import Mode
-from powertrain.workloads import Workload, get_workload
+from powertrain.workloads import Workload, resolve_workload
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,9 @@ class SimulatedJetson(Device):
         return DeviceInfo(base.device_type, base.unit, "sim", base.space, base.knobs,
                           base.presets, base.mode_count, details)
 
-    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+    def run(self, workload: Workload | str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
         """Run ``n_minibatches`` on the virtual clock (executing ``step`` for each, if given)."""
-        wl = get_workload(workload)
+        wl = resolve_workload(workload)
         check_range("n_minibatches", n_minibatches, low=1)
         nz = self._noise
         start_s, start_e = self._clock_s, self._energy_j
@@ -242,20 +242,21 @@ class SimulatedJetson(Device):
                             temp_c=self._ambient_c, unit=self._variation)
 
     # ------------------------------------------------------------------ ground truth
-    def ground_truth(self, workload: str, modes: pd.DataFrame, *, preset: str | None = None) -> GroundTruth:
+    def ground_truth(self, workload: Workload | str, modes: pd.DataFrame, *,
+                     preset: str | None = None) -> GroundTruth:
         """Noise-free steady state of ``modes`` and this board's window noise (see ``Device``)."""
         tpc = 1.0 if preset is None else self.preset_tpc_fraction(preset)
         return GroundTruth(self.true_performance(workload, modes, tpc_fraction=tpc),
                            self._noise.time_window_sigma, self._noise.power_window_sigma)
 
-    def true_performance(self, workload: str, modes: pd.DataFrame | None = None,
+    def true_performance(self, workload: Workload | str, modes: pd.DataFrame | None = None,
                          tpc_fraction: float = 1.0) -> pd.DataFrame:
         """Noise-free steady-state time (ms) and power (W) of ``modes`` on this unit.
 
         Temperature is the steady state each mode settles to; with throttling enabled, modes
         that would pass the trip point run at the clocks throttling settles them to.
         """
-        wl = get_workload(workload)
+        wl = resolve_workload(workload)
         frame = self._space.modes("full") if modes is None else self._space.validate_frame(modes)
         arr = {k: frame[k].to_numpy(float) for k in self._space.knob_names}
         level = np.zeros(len(frame), dtype=int)

@@ -38,7 +38,7 @@ from powertrain.devices.jetson.tables import BoardTables, board_space, read_tabl
 from powertrain.devices.jetson.tegrastats import TegrastatsSampler
 from powertrain.errors import DeviceError, check_choice, check_range
 from powertrain.space import Mode
-from powertrain.workloads import get_workload
+from powertrain.workloads import Workload, resolve_workload
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ class JetsonDevice(Device):
             mode[name] = knob.snap(value) if knob.contains(value) else float(value)
         return mode
 
-    def run(self, workload: str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
+    def run(self, workload: Workload | str, n_minibatches: int, step: StepFn | None = None) -> RunResult:
         """Train ``n_minibatches`` for real and average board power over the window."""
-        wl = get_workload(workload)
+        wl = resolve_workload(workload)
         check_range("n_minibatches", n_minibatches, low=1)
         runner = None
         if step is None:
