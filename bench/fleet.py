@@ -105,7 +105,7 @@ def workload_sweep(store: str, rounds: int) -> pd.DataFrame:
     for workload, deadline_s, work in SWEEP:
         res: dict[str, dict[str, Any]] = {}
         for policy in ("powertrain", "oracle", "maxn"):
-            cfg = RunConfig(num_server_rounds=rounds, workload=workload, policy=Policy(policy), store=store,
+            cfg = RunConfig(num_server_rounds=rounds, cost_as=workload, policy=Policy(policy), store=store,
                             deadline_s=deadline_s, local_minibatches=work, seed=0)
             res[policy] = simulate(cfg, fleet, engine="analytic").summary
         pt, orc, mx = res["powertrain"], res["oracle"], res["maxn"]

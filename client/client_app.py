@@ -20,6 +20,7 @@ from flwr.clientapp import ClientApp
 from client.runtime import NodeRuntime, predictor_table
 from powerfleet.protocol import messages
 from powerfleet.protocol.messages import TrainTask
+from powerfleet.protocol.tasks import cached_task, seeded_model, set_weights
 from powertrain.devices import Device, make_device, parse_device_spec
 from powertrain.errors import DeviceError
 
@@ -77,7 +78,7 @@ def query(msg: Message, context: Context) -> Message:
     node = _runtime(context)
     with node.device:  # a real board is restored to its own settings when the handler ends
         if _DEVICE not in context.state.config_records:  # first contact: warm up once
-            node.warm_up(q.workload)
+            node.warm_up(q.task, q.cost_as, seed=0)
             context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
         held = context.state.config_records.get(_PREDICTOR)
         info = node.info(context.node_id, str(held["id"]) if held else "", True)
@@ -107,9 +108,28 @@ def train(msg: Message, context: Context, device_hook: DeviceHook | None = None)
     return Message(messages.result_to_records(result, new_weights), reply_to=msg)
 
 
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global model on this node's own held-out data (federated evaluation)."""
+    reference, seed, weights = messages.evaluate_from_records(msg.content)
+    node = context.state.config_records.get(_NODE)
+    partition = _int(node["partition-id"]) if node else _int(context.node_config.get("partition-id", 0))
+    partitions = _int(node["num-partitions"]) if node else _int(context.node_config.get("num-partitions", 1))
+    task = cached_task(reference)
+    model = seeded_model(task, seed)
+    set_weights(model, weights)
+    data = task.local_test_data(partition, partitions, seed)
+    metrics = task.evaluate(model, data)
+    return Message(messages.evaluation_to_records(metrics, len(data)), reply_to=msg)  # type: ignore[arg-type]
+
+
 def build_client_app(device_hook: DeviceHook | None = None) -> ClientApp:
-    """A ClientApp answering ``query`` and ``train``; ``device_hook`` wraps the device per task."""
+    """A ClientApp answering ``query``, ``train`` and ``evaluate``; ``device_hook`` wraps the
+    device per train task."""
     client_app = ClientApp()
+
+    @client_app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        return evaluate(msg, context)
 
     @client_app.query()
     def _query(msg: Message, context: Context) -> Message:

@@ -22,6 +22,7 @@ from powertrain.errors import InvalidParameterError, check_choice
 from powertrain.optimize import Choice, ModeTable
 from powertrain.predictor.model import Prediction
 from powertrain.space import Mode
+from powertrain.workloads import Workload
 
 #: Minibatch-times reserved for the transient after a mode switch (clocks and power settle,
 #: caches refill): the predictor models the steady state only.
@@ -43,7 +44,7 @@ class Plan:
 
 def plan(policy: Policy | str, device: Device, *, work: int, deadline_s: float, power_cap_w: float,
          objective: str, margin_z: float, table: ModeTable | None, rng: np.random.Generator,
-         workload: str) -> Plan:
+         workload: Workload | str) -> Plan:
     """Choose the mode and the amount of work for one round."""
     policy = Policy(check_choice("policy", str(policy), list(Policy)))
     space = device.space
@@ -90,7 +91,7 @@ def _predict_one(table: ModeTable | None) -> Callable[[Mode], tuple[float, float
     return predict
 
 
-def oracle_table(device: Device, workload: str) -> ModeTable:
+def oracle_table(device: Device, workload: Workload | str) -> ModeTable:
     """Ground-truth steady state of every mode, with the board's measurement noise as the
     uncertainty (the oracle knows the truth and the noise, not the draw; simulated boards only)."""
     modes = device.space.modes("full")

@@ -1,9 +1,12 @@
 """A node's work for one round: profile (when bootstrapping), choose a mode, train, measure.
 
 The runtime is independent of Flower: ``client/client_app.py`` feeds it decoded messages.
-Time and power come from the node's ``Device`` (virtual clock on simulated boards), the model
-update from real torch training. :func:`build_result` is the one place a round's result is
-assembled from what was measured, for this runtime and for the analytic engine alike.
+What trains is the run's task (its model, its data for this node's partition, its own
+training step); time and power come from the node's ``Device``: measured on a real board,
+where the timed step is the task's own; modelled on a simulated board, which is charged the
+cost characterised from that step (or, asked for explicitly, a catalog workload's:
+``cost-as``, refused on a real board). :func:`build_result` is the one place a round's result
+is assembled from what was measured, for this runtime and for the analytic engine alike.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from cachetools import LRUCache, cached
 from client import policies
 from powerfleet.protocol.enums import ChoiceKind
 from powerfleet.protocol.messages import NodeInfo, TrainResult, TrainTask
+from powerfleet.protocol.tasks import Task, TaskError, Trainer, cached_task, seeded_model, set_weights
 from powerfleet.serde import artifact_id, decode_predictor
-from powerfleet.tasks.digits import BATCH_SIZE, Trainer, get_weights, new_model, node_data, set_weights
+from powerfleet.tasks.characterize import workload_for
 from powertrain.devices.base import Device
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
 from powertrain.profiler import ProfileSettings, profile
+from powertrain.workloads import Workload
 
 #: minibatches at the start of the round's window kept out of the observed sample (warm-up)
 OBSERVE_WARMUP = 3
@@ -53,13 +58,13 @@ def predictor_table(artifact: bytes, device: Device) -> tuple[str, ModeTable]:
 
 def build_result(*, node_id: int, device_type: str, unit: int, task: TrainTask, decision: policies.Plan,
                  work: int, profiled: int, time_s: float, energy_j: float, true_power_w: float,
-                 train_loss: float, samples: pd.DataFrame, predictor_id: str, batch_size: int) -> TrainResult:
+                 train_loss: float, samples: pd.DataFrame, predictor_id: str, num_examples: int) -> TrainResult:
     """A node's round result from what it measured (``work`` planned minibatches, ``profiled``
     profiling minibatches, device time and energy); derived figures are computed here only."""
     return TrainResult(
         node_id=node_id, device_type=device_type, unit=unit, policy=task.policy, mode=dict(decision.mode),
         work_assigned=task.work_minibatches, work_planned=work, work_done=work + profiled,
-        examples=(work + profiled) * batch_size, time_s=time_s, energy_j=energy_j,
+        num_examples=num_examples, time_s=time_s, energy_j=energy_j,
         mean_power_w=energy_j / time_s if time_s > 0 else 0.0,
         pred_time_s=decision.pred_time_ms * work / 1000.0, pred_power_w=decision.pred_power_w,
         pred_energy_j=decision.pred_time_ms * decision.pred_power_w * work / 1000.0,
@@ -78,10 +83,23 @@ class NodeRuntime:
         self.num_partitions = num_partitions
         self.device_spec = device_spec
 
-    def warm_up(self, workload: str, minibatches: int = JOIN_WARMUP_MINIBATCHES) -> None:
-        """Run a few untimed minibatches once when the node joins (framework start-up: cuDNN
-        autotuning, allocator growth), so the first round is not charged for them."""
-        self.device.run(workload, minibatches)
+    def task(self, reference: str, cost_as: str) -> tuple[Task, Workload]:
+        """The run's task and what this board is charged for one of its minibatches."""
+        task = cached_task(reference)
+        if cost_as and not self.device.simulated:
+            raise TaskError(f"cost-as={cost_as!r} charges a simulated board another workload's cost; "
+                            f"{self.device.device_type} unit {self.device.unit} is a real board, which runs and "
+                            "measures the task's own step")
+        return task, workload_for(task, cost_as)
+
+    def warm_up(self, reference: str, cost_as: str, seed: int,
+                minibatches: int = JOIN_WARMUP_MINIBATCHES) -> None:
+        """Run a few untimed minibatches of the task once when the node joins (framework start-up:
+        cuDNN autotuning, allocator growth), so the first round is not charged for them."""
+        task, workload = self.task(reference, cost_as)
+        data = task.train_data(self.partition_id, self.num_partitions, seed)
+        trainer = Trainer(task, seeded_model(task, seed), data, lr=1e-9, seed=seed)
+        self.device.run(workload, minibatches, trainer.step)
 
     def info(self, node_id: int, predictor_id: str, available: bool) -> NodeInfo:
         """The node's answer to a query."""
@@ -94,21 +112,22 @@ class NodeRuntime:
               table: ModeTable | None, predictor_id: str) -> tuple[TrainResult, dict[str, np.ndarray]]:
         """Run the round; returns the result and the updated weights."""
         torch.set_num_threads(1)  # many nodes share few cores in simulation
-        model = new_model(task.seed)
+        spec, workload = self.task(task.task, task.cost_as)
+        model = seeded_model(spec, task.seed)
         if weights:
             set_weights(model, dict(weights))
-        data = node_data(self.partition_id, self.num_partitions, task.seed)
-        trainer = Trainer(model, data, lr=task.lr, seed=task.seed * 100_003 + task.round * 7 + self.partition_id)
+        data = spec.train_data(self.partition_id, self.num_partitions, task.seed)
+        trainer = Trainer(spec, model, data, lr=task.lr, seed=task.seed * 100_003 + task.round * 7 + self.partition_id,
+                          proximal_mu=task.proximal_mu, update_after=task.update_minibatches)
         dev = self.device
         start_s, start_e = dev.now_s(), dev.energy_j()
         samples: list[pd.DataFrame] = []
         profiled = 0
         if task.profile_modes:
             modes = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
-            run = profile(dev, task.workload, modes, ProfileSettings(task.profile_minibatches, 3, 1.0),
-                          step=trainer.step)
+            run = profile(dev, workload, modes, ProfileSettings(task.profile_minibatches, 3, 1.0), step=trainer.step)
             profiled = run.total_minibatches
-            samples.append(run.frame.assign(source="profile", device_unit=dev.unit))
+            samples.append(run.frame.assign(workload=task.workload, source="profile", device_unit=dev.unit))
         rng = np.random.default_rng([task.seed, task.round, self.partition_id, 99])
         remaining_s = max(task.deadline_s - (dev.now_s() - start_s), 1e-3)
         decision = policies.Plan(dev.current_mode(), 0, 0.0, 0.0, ChoiceKind.PROFILING, "profiling only")
@@ -116,7 +135,7 @@ class NodeRuntime:
         if task.work_minibatches > 0:
             decision = policies.plan(task.policy, dev, work=task.work_minibatches, deadline_s=remaining_s,
                                      power_cap_w=task.power_cap_w, objective=task.objective,
-                                     margin_z=task.margin_z, table=table, rng=rng, workload=task.workload)
+                                     margin_z=task.margin_z, table=table, rng=rng, workload=workload)
             applied = dev.apply_preset(decision.preset) if decision.preset else dev.apply_mode(decision.mode)
             decision = policies.Plan(applied, decision.work, decision.pred_time_ms, decision.pred_power_w,
                                      decision.kind, decision.choice, decision.preset)
@@ -124,8 +143,8 @@ class NodeRuntime:
         if work > 0:
             warm = min(OBSERVE_WARMUP, max(work - 3, 0))
             if warm:
-                dev.run(task.workload, warm, trainer.step)
-            window = dev.run(task.workload, work - warm, trainer.step)
+                dev.run(workload, warm, trainer.step)
+            window = dev.run(workload, work - warm, trainer.step)
             # A preset may power-gate TPCs: its knob values do not describe what ran, so it is
             # not a sample of that mode for the predictor.
             if window.n_minibatches >= 3 and decision.preset is None:
@@ -137,7 +156,7 @@ class NodeRuntime:
         energy = dev.energy_j() - start_e
         true_power = window.mean_power_w if window is not None else (energy / elapsed if elapsed > 0 else 0.0)
         if work > 0:  # judge the cap on the ground truth where the board knows it (simulation)
-            truth = dev.ground_truth(task.workload, pd.DataFrame([decision.mode]), preset=decision.preset)
+            truth = dev.ground_truth(workload, pd.DataFrame([decision.mode]), preset=decision.preset)
             if truth is not None:
                 true_power = float(truth.frame.power_w.iloc[0])
         result = build_result(
@@ -145,5 +164,5 @@ class NodeRuntime:
             profiled=profiled, time_s=elapsed, energy_j=energy, true_power_w=true_power,
             train_loss=float(np.mean(trainer.losses)) if trainer.losses else math.nan,
             samples=pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-            predictor_id=predictor_id, batch_size=BATCH_SIZE)
-        return result, get_weights(trainer.model)
+            predictor_id=predictor_id, num_examples=trainer.examples)
+        return result, trainer.update()

@@ -19,8 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from powerfleet.protocol.enums import Policy, Selection
-from powertrain.errors import InvalidParameterError, format_allowed
-from powertrain.workloads import get_workload
+from powerfleet.protocol.tasks import TaskError, parse_task_reference
+from powertrain.errors import InvalidParameterError, check_choice, format_allowed
+from powertrain.workloads import workload_names
+
+#: The task a run trains when none is named (``make run`` charges it as ResNet-18).
+DEFAULT_TASK = "powerfleet.tasks.digits:Digits"
 
 
 def _kebab(name: str) -> str:
@@ -42,7 +46,16 @@ class RunConfig(BaseModel):
     fraction: float = Field(1.0, gt=0, le=1, description="Share of the eligible nodes selected per round.")
     local_minibatches: int = Field(50, ge=1, le=1_000_000, description="Local minibatches per round (full work).")
     min_minibatches: int = Field(10, ge=1, description="Least useful work; nodes that cannot do it are skipped.")
-    workload: str = Field("resnet18-imagenet", description="Catalog workload the simulated boards are charged.")
+    task: str = Field(DEFAULT_TASK, description="The FL task: package.module:Class or path/file.py:Class, "
+                                                "options after ?, e.g. powerfleet.tasks.vision:ResNet18?image_px=64.")
+    cost_as: str = Field("", description="Simulation only: charge the boards a catalog workload's cost instead of "
+                                         "the task's own (e.g. resnet18-imagenet); refused on real boards.")
+    strategy: Literal["fedavg", "fedprox", "fedadam"] = Field(
+        "fedavg", description="Flower strategy that aggregates the updates (flwr.serverapp.strategy).")
+    proximal_mu: float = Field(0.01, ge=0, le=100, description="FedProx: weight of the proximal term.")
+    server_lr: float = Field(0.1, gt=0, le=100, description="FedAdam: the server optimizer's learning rate.")
+    target_accuracy: float = Field(0.8, gt=0, le=1,
+                                   description="Accuracy the report measures time- and energy-to-accuracy at.")
     store: str = Field("", description="Predictor store URL; empty: $POWERFLEET_STORE, else the embedded store.")
     policy: Policy = Field(Policy.POWERTRAIN, description="How nodes choose their power mode.")
     selection: Selection = Field(Selection.DEADLINE, description="How the round's nodes and their work are chosen.")
@@ -72,7 +85,9 @@ class RunConfig(BaseModel):
         if self.min_minibatches > self.local_minibatches:
             raise ValueError(f"min-minibatches must be in [1, {self.local_minibatches}] (local-minibatches); "
                              f"got {self.min_minibatches}")
-        get_workload(self.workload)
+        if self.cost_as:
+            check_choice("cost-as", self.cost_as, workload_names())
+        parse_task_reference(self.task)
         return self
 
     # ------------------------------------------------------------------ conversions
@@ -86,6 +101,8 @@ class RunConfig(BaseModel):
             return cls.model_validate({_kebab(_snake(k)): v for k, v in run_config.items()})
         except ValidationError as exc:
             raise InvalidParameterError(_one_line(exc.errors()[0], where)) from None
+        except TaskError as exc:  # a ValueError pydantic passes through from the model validator
+            raise InvalidParameterError(f"{where} task: {exc.message}") from None
 
     def with_overrides(self, overrides: Mapping[str, Any], *, where: str = "run config") -> RunConfig:
         """A copy with some keys (kebab or snake case) replaced, validated as a whole."""

@@ -66,6 +66,24 @@ class FlowerBackend:
                 out[node] = f"malformed reply: {exc}"
         return out
 
+    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
+                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
+        """Federated evaluation through the ClientApps' ``evaluate`` handler."""
+        content = protocol.evaluate_to_records(task, seed, weights)
+        messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE, ttl=timeout_s + TTL_MARGIN_S,
+                            group_id="evaluate-final") for n in node_ids]
+        out: dict[int, tuple[dict[str, float], int]] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log.warning("node %s failed the evaluation: %s", node, _error_summary(reply.error.reason))
+                continue
+            try:
+                out[node] = protocol.evaluation_from_records(reply.content)
+            except (PowerfleetError, KeyError, ValueError) as exc:
+                log.warning("node %s sent a malformed evaluation: %s", node, exc)
+        return out
+
 
 def _error_summary(text: str | None) -> str:
     """The exception line of an error reply: Flower sends the node's whole traceback, whose

@@ -93,8 +93,12 @@ class RoundRecord:
 
 
 def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[ClientRecord],
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run summary other tools read (see the module docstring for the definitions)."""
+              extra: dict[str, Any] | None = None, *, target_accuracy: float = math.nan) -> dict[str, Any]:
+    """The run summary other tools read (see the module docstring for the definitions).
+
+    Time and energy to ``target_accuracy`` add up every round (bootstrap rounds included) until
+    the first whose global model reaches it; NaN if none does.
+    """
     replied = [c for c in clients if c.status.replied]
     scored = [c for c in replied if not c.bootstrap]
     hits = sum(c.status == ClientStatus.ON_TIME for c in scored)
@@ -121,6 +125,14 @@ def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[Clie
         "mean_power_w": (float(sum(c.energy_j for c in replied)) / sum(c.time_s for c in replied))
         if replied and sum(c.time_s for c in replied) > 0 else math.nan,
     }
+    reached = next((i for i, r in enumerate(rounds) if not math.isnan(r.accuracy) and r.accuracy >= target_accuracy),
+                   None)
+    summary["target_accuracy"] = target_accuracy
+    summary["rounds_to_accuracy"] = rounds[reached].round if reached is not None else math.nan
+    summary["time_to_accuracy_s"] = float(sum(r.duration_s for r in rounds[:reached + 1])) \
+        if reached is not None else math.nan
+    summary["energy_to_accuracy_j"] = float(sum(r.energy_j for r in rounds[:reached + 1])) \
+        if reached is not None else math.nan
     if extra:
         summary.update(extra)
     return summary

@@ -98,7 +98,8 @@ def markdown(report: RunReport, title: str = "") -> str:
     lines = [f"# {title or 'powerfleet run'}", "",
              f"Policy **{cfg.policy}**, objective {cfg.objective}, {cfg.num_server_rounds} rounds, deadline "
              f"{cfg.deadline_s:g} s, power cap {cfg.power_cap_w:g} W, {cfg.local_minibatches} local minibatches "
-             f"of {cfg.workload}, selection {cfg.selection}, margin z={cfg.margin_z:g}.", "",
+             f"of task `{cfg.task}`" + (f" **charged as {cfg.cost_as}** (simulation only)" if cfg.cost_as else "")
+             + f", strategy {cfg.strategy}, selection {cfg.selection}, margin z={cfg.margin_z:g}.", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(s.get(k))} |" for k in SUMMARY_KEYS]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in s.items() if k not in SUMMARY_KEYS]

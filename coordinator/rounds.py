@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from coordinator.aggregation import Aggregator
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
 from coordinator.records import ClientRecord, RoundRecord, describe_round, summarize
@@ -33,7 +34,8 @@ from coordinator.store.base import ModelStore
 from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
 from powerfleet.protocol.enums import ClientStatus, WorkKind
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
-from powerfleet.tasks.digits import evaluate, get_weights, make_dataset, new_model, set_weights
+from powerfleet.protocol.tasks import cached_task, get_weights, seeded_model, set_weights
+from powerfleet.tasks.characterize import workload_key
 from powertrain.boards import get_space
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
@@ -61,6 +63,11 @@ class FleetBackend(Protocol):
 
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Results per node; a string is why a node failed; absent nodes did not reply in time."""
+
+    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
+                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
+        """Federated evaluation: each node's metrics of ``weights`` on its own data, and how many
+        examples they cover (nodes that fail or do not reply are absent)."""
 
 
 @dataclass
@@ -109,6 +116,7 @@ class RunReport:
     clients: list[ClientRecord]
     summary: dict[str, object]
     predictors: dict[str, dict[str, object]]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # the final global model (empty: no training)
 
 
 RoundCallback = Callable[[RoundRecord], None]
@@ -134,9 +142,14 @@ class FleetCoordinator:
         self.rounds: list[RoundRecord] = []
         self.clients: list[ClientRecord] = []
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
-        self.model = new_model(config.seed)
+        self.federated: dict[int, tuple[dict[str, float], int]] = {}  # the final federated evaluation
+        self.task = cached_task(config.task)
+        #: the store key of the work: the task's fingerprint, or the catalog workload it is charged as
+        self.workload = workload_key(self.task, config.cost_as)
+        self.aggregator = Aggregator(config.strategy, proximal_mu=config.proximal_mu, server_lr=config.server_lr)
+        self.model = seeded_model(self.task, config.seed)
         self.weights = get_weights(self.model) if backend.real_training else {}
-        self._test = make_dataset(config.seed)[1] if backend.real_training else None
+        self._test = self.task.test_data(config.seed) if backend.real_training else None
 
     # ------------------------------------------------------------------ setup
     def _connected(self, rnd: int) -> tuple[list[NodeInfo], list[NodeInfo]]:
@@ -147,7 +160,8 @@ class FleetCoordinator:
         new = sorted(ids - self.nodes.keys())
         if new:
             specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
-            for info in self.backend.query(NodeQuery(round=rnd, workload=self.cfg.workload, fleet=specs), new):
+            query = NodeQuery(round=rnd, task=self.cfg.task, cost_as=self.cfg.cost_as, fleet=specs)
+            for info in self.backend.query(query, new):
                 self.nodes[info.node_id] = info
         order = lambda i: (i.device_type, i.unit, i.partition_id, i.node_id)  # noqa: E731
         connected = sorted((i for n, i in self.nodes.items() if n in ids), key=order)
@@ -190,23 +204,23 @@ class FleetCoordinator:
     def _ensure(self, dtype: str) -> None:
         """Install the pair's predictor, or start a bootstrap that profiles at least one mode:
         a pair with no valid latest is rebuilt from its stored samples when they suffice."""
-        plan = builder.plan_or_rebuild(self.store, dtype, self.cfg.workload, self.build_settings)
+        plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
         if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
             # The reference is profiled once, on a full grid - not inside FL rounds.
             self._build_reference()
-            plan = builder.plan_or_rebuild(self.store, dtype, self.cfg.workload, self.build_settings)
+            plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
         if plan.hit is not None:
             self._install(dtype, plan.hit.meta.version)
             how = "; ".join(plan.notes) if plan.notes else f"reused {plan.hit.meta.label} from the store"
             self.build_notes[dtype] = how
         else:
             if not plan.needs_boards:  # plan_or_rebuild never returns this; refuse to loop doing nothing
-                raise PowerfleetError(f"no way to a predictor for {dtype}/{self.cfg.workload}: rule {plan.rule} "
+                raise PowerfleetError(f"no way to a predictor for {dtype}/{self.workload}: rule {plan.rule} "
                                       "with nothing to profile")
             self.bootstraps[dtype] = Bootstrap(plan)
             src = plan.source.meta.label if plan.source else "-"
             self.build_notes[dtype] = f"bootstrap: rule {plan.rule} from {src}, {len(plan.modes)} modes to profile"
-            log.info("bootstrapping %s/%s: %s", dtype, self.cfg.workload, self.build_notes[dtype])
+            log.info("bootstrapping %s/%s: %s", dtype, self.workload, self.build_notes[dtype])
 
     def _build_reference(self) -> None:
         ref_type, ref_workload = self.build_settings.reference_pair
@@ -216,12 +230,12 @@ class FleetCoordinator:
 
     def _install(self, dtype: str, version: int | None = None) -> None:
         try:
-            meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, version)
-            stored = self.store.get(dtype, self.cfg.workload, meta.version)
+            meta, artifact = self.store.get_artifact(dtype, self.workload, version)
+            stored = self.store.get(dtype, self.workload, meta.version)
         except (CorruptArtifactError, ArtifactNotFoundError) as exc:  # refused or lost: rebuild, then use it
-            log.warning("%s/%s v%s cannot be used (%s); rebuilding", dtype, self.cfg.workload, version, exc)
-            current = builder.current_predictor(self.store, dtype, self.cfg.workload, self.build_settings)
-            meta, artifact = self.store.get_artifact(dtype, self.cfg.workload, current.meta.version)
+            log.warning("%s/%s v%s cannot be used (%s); rebuilding", dtype, self.workload, version, exc)
+            current = builder.current_predictor(self.store, dtype, self.workload, self.build_settings)
+            meta, artifact = self.store.get_artifact(dtype, self.workload, current.meta.version)
             stored = current
         space = get_space(dtype)
         modes = space.modes("full")
@@ -238,6 +252,10 @@ class FleetCoordinator:
             record = self.run_round(rnd)
             if self.on_round is not None:
                 self.on_round(record)
+        if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
+            connected, _ = self._connected(self.cfg.num_server_rounds + 1)
+            self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
+                                                   [i.node_id for i in connected], self.cfg.round_timeout_s)
         return self.report()
 
     def run_round(self, rnd: int) -> RoundRecord:
@@ -293,11 +311,12 @@ class FleetCoordinator:
                 self.nodes.pop(node_id, None)  # a failed node is asked again who it is if it comes back
             elif node_id in self.nodes:
                 self.nodes[node_id] = replace(self.nodes[node_id], predictor_id=reply[0].predictor_id)
-        self._aggregate(updates)
+        self._aggregate(rnd, updates)
         notes = "; ".join([*healed.notes, self._learn(rnd, replies)]).strip("; ")
         loss, acc = (math.nan, math.nan)
-        if self._test is not None:
-            loss, acc = evaluate(self.model, self._test)
+        if self._test is not None:  # centralized evaluation of the global model on the task's test data
+            metrics = self.task.evaluate(self.model, self._test)
+            loss, acc = float(metrics.get("loss", math.nan)), float(metrics.get("accuracy", math.nan))
         record = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss, notes)
         self.rounds.append(record)
         self.clients.extend(records)
@@ -308,7 +327,9 @@ class FleetCoordinator:
         pred = self.predictors.get(info.device_type)
         send = pred is not None and info.predictor_id != pred.artifact_id
         return TrainTask(
-            round=rnd, workload=self.cfg.workload, work_minibatches=work, min_minibatches=self.cfg.min_minibatches,
+            round=rnd, task=self.cfg.task, workload=self.workload, cost_as=self.cfg.cost_as, work_minibatches=work,
+            update_minibatches=self.cfg.local_minibatches if profile_modes else 0,
+            proximal_mu=self.aggregator.proximal_mu, min_minibatches=self.cfg.min_minibatches,
             deadline_s=self.cfg.deadline_s, power_cap_w=self.cap_of(info), objective=self.cfg.objective,
             policy=self.cfg.policy, margin_z=self.cfg.margin_z, seed=self.cfg.seed, lr=self.cfg.lr,
             predictor_id=pred.artifact_id if pred else "", predictor_bytes=pred.artifact if send and pred else b"",
@@ -338,8 +359,8 @@ class FleetCoordinator:
                 records.append(replace(dropped, reason="replied without doing any work"))
                 continue
             on_time = res.deadline_met or boot  # bootstrap rounds wait for the profiles
-            if on_time and res.examples > 0 and weights:
-                updates.append((res.examples, weights))
+            if on_time and res.num_examples > 0 and weights:
+                updates.append((res.num_examples, weights))
             records.append(replace(
                 dropped, status=ClientStatus.ON_TIME if res.deadline_met else ClientStatus.LATE, reason=reason,
                 mode=",".join(f"{k}={v:g}" for k, v in res.mode.items()), work_planned=res.work_planned,
@@ -349,14 +370,11 @@ class FleetCoordinator:
                 choice_kind=res.choice_kind, choice=res.choice))
         return records, updates
 
-    def _aggregate(self, updates: list[tuple[int, dict[str, np.ndarray]]]) -> None:
-        """FedAvg weighted by the examples each node actually trained."""
+    def _aggregate(self, rnd: int, updates: list[tuple[int, dict[str, np.ndarray]]]) -> None:
+        """The run's Flower strategy over the on-time updates, weighted by ``num-examples``."""
         if not updates or not self.backend.real_training:
             return
-        total = float(sum(n for n, _ in updates))
-        keys = updates[0][1].keys()
-        self.weights = {k: np.sum([w[k].astype(np.float64) * (n / total) for n, w in updates], axis=0)
-                        .astype(np.float32) for k in keys}
+        self.weights = self.aggregator.aggregate(rnd, self.weights, updates)
         set_weights(self.model, self.weights)
 
     def _learn(self, rnd: int, replies: Mapping[int, Reply]) -> str:
@@ -385,7 +403,7 @@ class FleetCoordinator:
             observed = samples[samples["source"] == "round"]
             if len(observed) and dtype in self.predictors:
                 knobs = list(get_space(dtype).knob_names)
-                res = builder.refine(self.store, dtype, self.cfg.workload,
+                res = builder.refine(self.store, dtype, self.workload,
                                      observed.loc[:, [*knobs, "time_ms", "power_w"]],
                                      threshold_pct=self.cfg.refine_threshold_pct, settings=self.build_settings)
                 if res.refined:
@@ -424,5 +442,12 @@ class FleetCoordinator:
         """The run's records and summary."""
         predictors = {d: {"version": p.version, "artifact_id": p.artifact_id, "how": self.build_notes.get(d, "")}
                       for d, p in self.predictors.items()}
-        return RunReport(self.cfg, self.rounds, self.clients, summarize(self.cfg.policy, self.rounds, self.clients),
-                         predictors)
+        examples = sum(n for _, n in self.federated.values())
+        federated = {key: sum(m.get(key, math.nan) * n for m, n in self.federated.values()) / examples
+                     for key in ("accuracy", "loss")} if examples else {"accuracy": math.nan, "loss": math.nan}
+        extra = {"task": self.cfg.task, "workload": self.workload, "cost_as": self.cfg.cost_as,
+                 "strategy": self.cfg.strategy, "federated_accuracy": federated["accuracy"],
+                 "federated_loss": federated["loss"], "federated_eval_nodes": len(self.federated)}
+        summary = summarize(self.cfg.policy, self.rounds, self.clients, extra,
+                            target_accuracy=self.cfg.target_accuracy)
+        return RunReport(self.cfg, self.rounds, self.clients, summary, predictors, dict(self.weights))

@@ -28,7 +28,8 @@ class NodeQuery:
     """What the coordinator asks every node before a round."""
 
     round: int
-    workload: str
+    task: str  # the task reference every node trains (powerfleet.protocol.tasks.load_task)
+    cost_as: str = ""  # simulation only: the catalog workload a simulated board is charged
     #: device specs of a simulated fleet, indexed by the node's partition id (simulation only;
     #: a deployed node's own ``node_config["device"]`` wins)
     fleet: tuple[str, ...] = ()
@@ -53,7 +54,8 @@ class TrainTask:
     """One node's assignment for a round."""
 
     round: int
-    workload: str
+    task: str  # the task reference (its model, data and training step)
+    workload: str  # the store key of the work: the task's fingerprint, or ``cost_as``
     work_minibatches: int  # assigned local work (possibly partial)
     min_minibatches: int
     deadline_s: float
@@ -68,6 +70,11 @@ class TrainTask:
     #: bootstrap: modes to profile (knob name -> values); their minibatches are training steps
     profile_modes: Mapping[str, Sequence[float]] = field(default_factory=dict)
     profile_minibatches: int = 20
+    #: the update sent back is the model after at most this many minibatches (profiling runs
+    #: more; a bootstrap node's update must not outweigh a normal one); 0: after all of them
+    update_minibatches: int = 0
+    cost_as: str = ""  # simulation only (see NodeQuery)
+    proximal_mu: float = 0.0  # FedProx: pull of the local model towards the global one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +89,7 @@ class TrainResult:
     work_assigned: int
     work_planned: int
     work_done: int
-    examples: int
+    num_examples: int  # examples in the update sent back (Flower's aggregation weight)
     time_s: float  # device time of the round's training (virtual on simulated boards)
     energy_j: float
     mean_power_w: float
@@ -99,9 +106,10 @@ class TrainResult:
     predictor_id: str = ""
 
     def metrics(self) -> dict[str, float]:
-        """Scalar metrics for records and reports."""
-        return {k: float(v) for k, v in asdict(self).items()
-                if isinstance(v, int | float | bool) and k not in ("node_id", "unit")}
+        """Scalar metrics for records and reports (``num-examples`` under Flower's name)."""
+        out = {k: float(v) for k, v in asdict(self).items()
+               if isinstance(v, int | float | bool) and k not in ("node_id", "unit", "num_examples")}
+        return {"num-examples": float(self.num_examples), **out}
 
 
 # ---------------------------------------------------------------- encoding
@@ -112,13 +120,14 @@ def _json(value: Any) -> str:
 def query_to_records(q: NodeQuery) -> RecordDict:
     """Encode a query."""
     return RecordDict({"config": ConfigRecord({
-        "round": q.round, "workload": q.workload, "fleet": _json(list(q.fleet))})})
+        "round": q.round, "task": q.task, "cost-as": q.cost_as, "fleet": _json(list(q.fleet))})})
 
 
 def query_from_records(rd: RecordDict) -> NodeQuery:
     """Decode a query."""
     c = _config(rd, "config")
-    return NodeQuery(round=_i(c["round"]), workload=str(c["workload"]), fleet=tuple(json.loads(str(c["fleet"]))))
+    return NodeQuery(round=_i(c["round"]), task=str(c["task"]), cost_as=str(c["cost-as"]),
+                     fleet=tuple(json.loads(str(c["fleet"]))))
 
 
 def info_to_records(info: NodeInfo) -> RecordDict:
@@ -141,7 +150,9 @@ def info_from_records(rd: RecordDict, node_id: int) -> NodeInfo:
 def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> RecordDict:
     """Encode a train task with the global weights."""
     config = ConfigRecord({
-        "round": task.round, "workload": task.workload, "work-minibatches": task.work_minibatches,
+        "round": task.round, "task": task.task, "workload": task.workload, "cost-as": task.cost_as,
+        "work-minibatches": task.work_minibatches, "update-minibatches": task.update_minibatches,
+        "proximal-mu": task.proximal_mu,
         "min-minibatches": task.min_minibatches, "deadline-s": task.deadline_s,
         "power-cap-w": task.power_cap_w, "objective": task.objective, "policy": task.policy,
         "margin-z": task.margin_z, "seed": task.seed, "lr": task.lr, "predictor-id": task.predictor_id,
@@ -164,7 +175,9 @@ def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]
             raise DataFormatError("train task: predictor artifact is not bytes")
         artifact = raw
     task = TrainTask(
-        round=_i(c["round"]), workload=str(c["workload"]), work_minibatches=_i(c["work-minibatches"]),
+        round=_i(c["round"]), task=str(c["task"]), workload=str(c["workload"]), cost_as=str(c["cost-as"]),
+        work_minibatches=_i(c["work-minibatches"]), update_minibatches=_i(c["update-minibatches"]),
+        proximal_mu=_f(c["proximal-mu"]),
         min_minibatches=_i(c["min-minibatches"]), deadline_s=_f(c["deadline-s"]),
         power_cap_w=_f(c["power-cap-w"]), objective=str(c["objective"]), policy=_policy(c["policy"]),
         margin_z=_f(c["margin-z"]), seed=_i(c["seed"]), lr=_f(c["lr"]),
@@ -195,7 +208,7 @@ def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict
         node_id=node_id, device_type=str(meta["device-type"]), unit=_i(meta["unit"]),
         policy=_policy(meta["policy"]), mode=json.loads(str(meta["mode"])),
         work_assigned=_i(m["work_assigned"]), work_planned=_i(m["work_planned"]),
-        work_done=_i(m["work_done"]), examples=_i(m["examples"]), time_s=_f(m["time_s"]),
+        work_done=_i(m["work_done"]), num_examples=_i(m["num-examples"]), time_s=_f(m["time_s"]),
         energy_j=_f(m["energy_j"]), mean_power_w=_f(m["mean_power_w"]),
         pred_time_s=_f(m["pred_time_s"]), pred_power_w=_f(m["pred_power_w"]),
         pred_energy_j=_f(m["pred_energy_j"]), true_power_w=_f(m["true_power_w"]),
@@ -242,3 +255,29 @@ def _config(rd: RecordDict, key: str) -> ConfigRecord:
     if key not in rd.config_records:
         raise DataFormatError(f"message is missing its {key!r} record")
     return rd.config_records[key]
+
+
+# ---------------------------------------------------------------- federated evaluation
+def evaluate_to_records(task: str, seed: int, weights: Mapping[str, np.ndarray]) -> RecordDict:
+    """Ask a node to evaluate the global model on its own held-out data."""
+    return RecordDict({"arrays": _arrays(weights), "config": ConfigRecord({"task": task, "seed": seed})})
+
+
+def evaluate_from_records(rd: RecordDict) -> tuple[str, int, dict[str, np.ndarray]]:
+    """Decode an evaluate message: (task reference, seed, weights)."""
+    c = _config(rd, "config")
+    arrays = rd.array_records["arrays"]
+    return str(c["task"]), _i(c["seed"]), {k: arrays[k].numpy() for k in arrays}
+
+
+def evaluation_to_records(metrics: Mapping[str, float], num_examples: int) -> RecordDict:
+    """A node's evaluation: its metrics and how many examples they cover (Flower's names)."""
+    return RecordDict({"metrics": MetricRecord({"num-examples": int(num_examples), **{k: float(v) for k, v in
+                                                                                      metrics.items()}})})
+
+
+def evaluation_from_records(rd: RecordDict) -> tuple[dict[str, float], int]:
+    """Decode a node's evaluation: (metrics, examples)."""
+    m = dict(rd.metric_records["metrics"])
+    n = _i(m.pop("num-examples"))
+    return {k: _f(v) for k, v in m.items()}, n

@@ -18,6 +18,7 @@ the same task on the same board type always does.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -33,7 +34,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from powertrain.errors import InvalidParameterError, PowerfleetError
 
@@ -128,6 +129,15 @@ class Task(abc.ABC):
                 count += int(targets.numel())
         return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}
 
+    def local_test_data(self, partition_id: int, num_partitions: int, seed: int) -> Dataset[Any]:
+        """A node's own held-out examples, for federated evaluation (default: an even share of
+        :meth:`test_data`)."""
+        data = self.test_data(seed)
+        n = len(data)  # type: ignore[arg-type]
+        parts = max(num_partitions, 1)
+        order = np.random.default_rng([seed, 2718]).permutation(n)
+        return Subset(data, np.array_split(order, parts)[partition_id % parts].tolist())
+
     def loader(self, data: Dataset[Any], seed: int) -> DataLoader[Any]:
         """How minibatches are drawn for training (shuffled, full batches only)."""
         generator = torch.Generator().manual_seed(int(seed) % (2**63))
@@ -137,9 +147,16 @@ class Task(abc.ABC):
 # ---------------------------------------------------------------- training loop pieces
 class Trainer:
     """A task's model and optimizer over one partition, one minibatch per call: the ``step`` a
-    device runs per minibatch (real training on every backend)."""
+    device runs per minibatch (real training on every backend).
 
-    def __init__(self, task: Task, model: nn.Module, data: Dataset[Any], *, lr: float, seed: int) -> None:
+    ``proximal_mu`` adds FedProx's pull towards the starting (global) weights to every
+    optimizer step, whatever the task's own step does; ``update_after`` keeps a copy of the
+    weights after that many steps (:meth:`update`), so a node that trains longer - profiling
+    modes for a new predictor - sends back no heavier an update than a normal one.
+    """
+
+    def __init__(self, task: Task, model: nn.Module, data: Dataset[Any], *, lr: float, seed: int,
+                 proximal_mu: float = 0.0, update_after: int = 0) -> None:
         self.task = task
         self.model = model
         self.data = data
@@ -147,8 +164,22 @@ class Trainer:
         self.optimizer = task.make_optimizer(model, lr)
         self.losses: list[float] = []
         self.examples = 0
+        self.steps = 0
+        self.update_after = int(update_after)
+        self._snapshot: dict[str, np.ndarray] | None = None
         self._epoch = 0
         self._batches = self._iterate()
+        if proximal_mu > 0:
+            anchor = [p.detach().clone() for p in model.parameters()]
+            params = list(model.parameters())
+
+            def pull(_optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+                with torch.no_grad():
+                    for p, p0 in zip(params, anchor, strict=True):
+                        if p.grad is not None:
+                            p.grad.add_(p - p0, alpha=proximal_mu)
+
+            self.optimizer.register_step_pre_hook(pull)
 
     def _iterate(self) -> Iterator[Batch]:
         while True:
@@ -168,7 +199,15 @@ class Trainer:
         if not math.isfinite(loss):
             raise TaskError(f"task {self.task.name}: training loss is {loss}; check the learning rate and data")
         self.losses.append(loss)
-        self.examples += int(self.task.batch_size)
+        self.steps += 1
+        if self.update_after and self.steps == self.update_after:
+            self._snapshot = get_weights(self.model)
+        if not self.update_after or self.steps <= self.update_after:
+            self.examples += int(self.task.batch_size)
+
+    def update(self) -> dict[str, np.ndarray]:
+        """The weights to send back: after ``update_after`` steps if it ran that many, else now."""
+        return self._snapshot if self._snapshot is not None else get_weights(self.model)
 
 
 def seeded_model(task: Task, seed: int) -> nn.Module:
@@ -222,6 +261,12 @@ def parse_task_reference(reference: str) -> tuple[str, str, dict[str, OptionValu
         raise TaskError(f"task {reference!r} must look like package.module:ClassName or path/file.py:ClassName")
     options: dict[str, OptionValue] = {k: _option_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
     return module, cls, options
+
+
+@functools.lru_cache(maxsize=8)
+def cached_task(reference: str) -> Task:
+    """:func:`load_task`, once per reference and process (tasks keep their generated data)."""
+    return load_task(reference)
 
 
 def load_task(reference: str) -> Task:

@@ -22,11 +22,13 @@ from coordinator.fleet import FleetSpec
 from coordinator.rounds import Replies
 from powerfleet.protocol.enums import ChoiceKind, Policy
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainTask
+from powerfleet.protocol.tasks import cached_task
+from powerfleet.tasks.characterize import workload_for
 from powertrain.boards import BoardPhysics, get_board
 from powertrain.devices.physics import UnitVariation, evaluate, steady_temperature_c
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.optimize import ModeTable
-from powertrain.workloads import Workload, get_workload
+from powertrain.workloads import Workload
 
 #: The window noise of a simulated board: the analytic nodes draw the same per-window noise.
 NOISE = NoiseModel()
@@ -82,6 +84,11 @@ class AnalyticBackend:
             node.predictor_id = self._verified[key]
         return self.tables.get((node.predictor_id, node.device_type))
 
+    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
+                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
+        """No training here, so nothing to evaluate."""
+        return {}
+
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Plan per group, evaluate every node's mode at once per device type."""
         out: Replies = {}
@@ -121,7 +128,8 @@ class AnalyticBackend:
         template = self.templates[dtype]
         knobs = template.space.knob_names
         board = get_board(dtype).physics
-        workload = get_workload(tasks[node_ids[0]].workload)
+        lead = tasks[node_ids[0]]
+        workload = workload_for(cached_task(lead.task), lead.cost_as)  # what the boards are charged
         modes = np.array([[plans[n].mode[k] for k in knobs] for n in node_ids])
         tpc = np.array([self._tpc(template, plans[n]) for n in node_ids])
         unit = UnitVariation(**{k: np.asarray(getattr(variation, k))[rows] for k in
@@ -145,20 +153,20 @@ class AnalyticBackend:
                 time_s += float(np.sum(per_mode * mt))
                 energy += float(np.sum(per_mode * mt * mp))
                 profiled = int(per_mode.sum())
-                samples = frame.assign(time_ms=mt * 1000.0, power_w=mp, device=dtype, workload=workload.name,
+                samples = frame.assign(time_ms=mt * 1000.0, power_w=mp, device=dtype, workload=task.workload,
                                        source="profile", device_unit=self.nodes[node_id].unit)
             work = plan.work if task.work_minibatches > 0 else 0
             time_s += work * float(t_noisy[j])
             energy += work * float(t_noisy[j]) * float(p_noisy[j])
             if work and plan.preset is None and len(observed) < MAX_OBSERVATIONS_PER_TYPE:
                 observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": float(p_noisy[j]),
-                                 "device": dtype, "workload": workload.name, "source": "round",
+                                 "device": dtype, "workload": lead.workload, "source": "round",
                                  "device_unit": self.nodes[node_id].unit})
             res = build_result(
                 node_id=node_id, device_type=dtype, unit=self.nodes[node_id].unit, task=task, decision=plan,
                 work=work, profiled=profiled, time_s=time_s, energy_j=energy, true_power_w=float(p_true[j]),
                 train_loss=float("nan"), samples=samples, predictor_id=self.nodes[node_id].predictor_id,
-                batch_size=workload.batch_size)
+                num_examples=0)  # no training here: nothing to aggregate
             out[node_id] = (res, {})
         if observed:  # the round's observations ride on one result of the type
             first = node_ids[0]

@@ -60,6 +60,7 @@ class CrashingDevice(Device):
     def __init__(self, inner: Device, after_minibatches: int, reason: str) -> None:
         super().__init__(inner.space, inner.unit)
         self.inner = inner
+        self.simulated = inner.simulated
         self.remaining = int(after_minibatches)
         self.reason = reason
 
@@ -102,7 +103,7 @@ class CrashingDevice(Device):
         """Delegated."""
         return self.inner.idle_power_w()
 
-    def ground_truth(self, workload: str, modes: pd.DataFrame, *,
+    def ground_truth(self, workload: Workload | str, modes: pd.DataFrame, *,
                      preset: str | None = None) -> GroundTruth | None:
         """Delegated."""
         return self.inner.ground_truth(workload, modes, preset=preset)
@@ -136,6 +137,11 @@ class DropoutBackend:
     def query(self, query: NodeQuery, node_ids: Sequence[int]) -> list[NodeInfo]:
         """Delegated."""
         return self.inner.query(query, node_ids)
+
+    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
+                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
+        """Delegated."""
+        return self.inner.evaluate(task, seed, weights, node_ids, timeout_s)
 
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Failing nodes reply with the dropout reason; the others train as usual."""

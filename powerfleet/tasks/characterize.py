@@ -45,7 +45,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from powerfleet.protocol.tasks import Task, TaskError, fingerprint, seeded_model
-from powertrain.workloads import Workload
+from powertrain.workloads import Workload, get_workload
 
 aten = torch.ops.aten
 
@@ -351,6 +351,20 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
         tmp.write_text(json.dumps(result.to_dict(), indent=1))
         tmp.replace(path)
     return result
+
+
+def workload_for(task: Task, cost_as: str = "") -> Workload:
+    """What a simulated board is charged per minibatch: the catalog row ``cost_as`` when asked
+    for explicitly, else the task's own characterised training step."""
+    if cost_as:
+        return get_workload(cost_as)
+    return characterize(task).workload
+
+
+def workload_key(task: Task, cost_as: str = "") -> str:
+    """The store key of the work: ``cost_as`` (its cost is what the boards ran), else the task's
+    fingerprint (what runs defines the workload)."""
+    return cost_as or fingerprint(task)
 
 
 def default_cache_dir() -> Path:

@@ -82,6 +82,10 @@ class Device(abc.ABC):
     space's name (it keys predictors in the store).
     """
 
+    #: Whether time and power are modelled (a simulated board) rather than measured; only a
+    #: simulated board may be charged another workload's cost (``cost-as``).
+    simulated: bool = False
+
     def __init__(self, space: ModeSpace, unit: int) -> None:
         self._space = space
         self._unit = int(unit)
@@ -143,7 +147,7 @@ class Device(abc.ABC):
         """Idle power in the lowest mode (W): the floor any power cap must clear; None if unknown."""
         return None
 
-    def ground_truth(self, workload: str, modes: pd.DataFrame, *,
+    def ground_truth(self, workload: Workload | str, modes: pd.DataFrame, *,
                      preset: str | None = None) -> GroundTruth | None:
         """Noise-free steady state of ``modes`` (applied as ``preset``, with its TPC gating, if
         given); None on a board that can only be measured, as every real one."""

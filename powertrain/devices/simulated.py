@@ -59,6 +59,8 @@ _THROTTLE_CHECK_S = 1.0  # thermal zone polling interval (cpu-thermal: 1000 ms)
 class SimulatedJetson(Device):
     """A simulated Jetson of type ``device_type``; deterministic for ``(seed, unit)``."""
 
+    simulated = True
+
     def __init__(
         self,
         device_type: str,

@@ -11,7 +11,8 @@ from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, Train
 
 
 def test_query_and_info_round_trip() -> None:
-    q = NodeQuery(round=3, workload="lstm-wikitext", fleet=("sim:orin-agx?unit=1", "sim:orin-nano?unit=2"))
+    q = NodeQuery(round=3, task="powerfleet.tasks.text:TiedLSTM?seq_len=8", cost_as="lstm-wikitext",
+                  fleet=("sim:orin-agx?unit=1", "sim:orin-nano?unit=2"))
     assert protocol.query_from_records(protocol.query_to_records(q)) == q
     info = NodeInfo(node_id=17, device_type="orin-nano", unit=2, device_spec="sim:orin-nano?unit=2", partition_id=1,
                     predictor_id="sha256:ab", available=True, idle_power_w=4.1)
@@ -20,7 +21,8 @@ def test_query_and_info_round_trip() -> None:
 
 def test_task_and_result_round_trip() -> None:
     weights = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, dtype=np.float32)}
-    task = TrainTask(round=4, workload="resnet18-imagenet", work_minibatches=30, min_minibatches=5, deadline_s=20.0,
+    task = TrainTask(round=4, task="/tmp/my_task.py:MyTask?width=2", workload="my-task+0123456789",
+                     update_minibatches=30, proximal_mu=0.01, work_minibatches=30, min_minibatches=5, deadline_s=20.0,
                      power_cap_w=25.0, objective="energy", policy=Policy.POWERTRAIN, margin_z=2.0, seed=1,
                      predictor_id="sha256:x", predictor_bytes=b"\x00\x01artifact",
                      profile_modes={"cpu_cores": [2.0, 4.0], "gpu_mhz": [306.0, 510.0]})
@@ -31,7 +33,7 @@ def test_task_and_result_round_trip() -> None:
                             "source": ["round"]})
     res = TrainResult(node_id=5, device_type="orin-nano", unit=2, policy=Policy.POWERTRAIN,
                       mode={"cpu_cores": 2.0, "gpu_mhz": 306.0}, work_assigned=30, work_planned=28, work_done=28,
-                      examples=448, time_s=19.5, energy_j=140.0, mean_power_w=7.2, pred_time_s=18.0, pred_power_w=7.0,
+                      num_examples=448, time_s=19.5, energy_j=140.0, mean_power_w=7.2, pred_time_s=18.0, pred_power_w=7.0,
                       pred_energy_j=126.0, true_power_w=7.1, deadline_met=True, train_loss=0.9,
                       profiling_minibatches=0, choice_kind=ChoiceKind.FEASIBLE, choice="feasible", samples=samples,
                       predictor_id="sha256:x")
@@ -39,3 +41,13 @@ def test_task_and_result_round_trip() -> None:
     pd.testing.assert_frame_equal(back_res.samples, samples)
     assert back_res.metrics() == res.metrics() and back_res.mode == res.mode and back_res.choice == "feasible"
     assert back_res.choice_kind is ChoiceKind.FEASIBLE and back_res.policy is Policy.POWERTRAIN
+    records = protocol.result_to_records(res, weights)
+    assert records.metric_records["metrics"]["num-examples"] == 448  # Flower's aggregation weight
+
+
+def test_evaluation_round_trip() -> None:
+    weights = {"w": np.ones((2, 2), dtype=np.float32)}
+    task, seed, back = protocol.evaluate_from_records(protocol.evaluate_to_records("pkg.m:T", 3, weights))
+    assert (task, seed) == ("pkg.m:T", 3) and np.array_equal(back["w"], weights["w"])
+    metrics, n = protocol.evaluation_from_records(protocol.evaluation_to_records({"accuracy": 0.5, "loss": 1.0}, 40))
+    assert metrics == {"accuracy": 0.5, "loss": 1.0} and n == 40

@@ -65,7 +65,9 @@ def test_fraction_and_all_selection() -> None:
         ({"deadline-s": -1}, "deadline-s must be in (0"),
         ({"deadline-s": 0}, "deadline-s must be in (0"),
         ({"power-cap-w": 0}, "power-cap-w must be in (0"),
-        ({"workload": "gpt"}, "workload 'gpt' is not known"),
+        ({"cost-as": "gpt"}, "cost-as 'gpt' is not known"),
+        ({"task": "no-colon"}, "must look like package.module:ClassName"),
+        ({"strategy": "fedsgd"}, "strategy 'fedsgd' is not known; valid names: fedavg, fedprox, fedadam"),
         ({"objective": "fast"}, "objective 'fast' is not known"),
         ({"policy": "greedy"}, "policy 'greedy' is not known"),
         ({"min-minibatches": 80}, "min-minibatches must be in [1, 50]"),
@@ -162,8 +164,8 @@ def test_simulate_cli_bad_input(cli, tmp_path: Path) -> None:  # type: ignore[no
     _one_line(code, err, "deadline-s must be in (0")
     code, _, err = cli("simulate", "--fleet", str(fleet), "--power-cap-w", "2", "--out", str(out))
     _one_line(code, err, "below the idle power of orin-nano")
-    code, _, err = cli("simulate", "--fleet", str(fleet), "--workload", "gpt", "--out", str(out))
-    _one_line(code, err, "workload 'gpt' is not known")
+    code, _, err = cli("simulate", "--fleet", str(fleet), "--cost-as", "gpt", "--out", str(out))
+    _one_line(code, err, "cost-as 'gpt' is not known")
     code, _, err = cli("simulate", "--fleet", str(fleet), "--store", "redis://127.0.0.1:1/0", "--out", str(out))
     _one_line(code, err, "does not answer")
     assert not out.exists()

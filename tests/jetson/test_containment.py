@@ -101,7 +101,7 @@ def test_the_coordinator_cannot_give_a_node_a_device_tree(tmp_path: Path, task_i
     """A query whose fleet list names `jetson:...?root=` is refused by the real ClientApp handler."""
     evil = build_tree(tmp_path / "evil", BOARDS["orin-agx-jp5"])
     before = evil.snapshot()
-    query = protocol.NodeQuery(round=1, workload="resnet18-imagenet",
+    query = protocol.NodeQuery(round=1, task="powerfleet.tasks.digits:Digits",
                                fleet=(f"jetson:auto?root={evil.root}&power=none",))
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 1},
                       state=RecordDict(), run_config={})
