@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## Run the main job: a simulated mixed fleet of 12 Jetsons on the embedded default store.
 run: $(STAMP)
-	$(BIN)/powerfleet simulate --fleet mixed-12 --rounds 10 --out runs/mixed-12
+	$(BIN)/powerfleet simulate --fleet mixed-12 --rounds 10 --cost-as resnet18-imagenet --out runs/mixed-12
 
 ## Run the test suite against a real Redis (started here if nothing answers).
 test: $(STAMP)

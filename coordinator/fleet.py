@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from powertrain.boards import board_names
 from powertrain.devices import BACKENDS, parse_device_spec
 from powertrain.errors import DataFormatError, InvalidParameterError, UnknownNameError
 
-_TOP_KEYS = {"name", "seed", "group"}
+_TOP_KEYS = {"name", "seed", "group", "run"}
 _GROUP_KEYS = {"device", "count", "first_unit", "power_cap_w"}
 #: Most boards one fleet may have (the analytic engine's scale studies use 10,000).
 MAX_BOARDS = 100_000
@@ -79,6 +80,9 @@ class FleetSpec:
 
     name: str
     nodes: tuple[NodeSpec, ...]
+    #: run-config keys the fleet file sets (its ``[run]`` table, e.g. ``task``, ``cost-as``): the
+    #: defaults of a simulation of this fleet, under what the command line sets
+    run: Mapping[str, bool | int | float | str] = field(default_factory=dict)
 
     @property
     def device_types(self) -> list[str]:
@@ -111,6 +115,8 @@ class FleetSpec:
     def to_toml(self) -> str:
         """The fleet as a fleet file (one group per board), loadable by :meth:`load`."""
         lines = [f"name = {json.dumps(self.name)}", ""]
+        if self.run:
+            lines += ["[run]", *(f"{k} = {json.dumps(v)}" for k, v in self.run.items()), ""]
         for node in self.nodes:
             backend, dtype, options = parse_device_spec(node.device_spec)
             unit = options.pop("unit", str(node.unit))
@@ -221,7 +227,11 @@ class FleetSpec:
         seed = data.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise DataFormatError(f"{where}: seed={seed!r} must be an integer")
-        return cls.from_groups(name, groups, seed, where)
+        run = data.get("run", {})
+        if not isinstance(run, dict) or any(not isinstance(v, bool | int | float | str) for v in run.values()):
+            raise DataFormatError(f"{where}: [run] must be a table of run-config keys with scalar values, e.g. "
+                                  'task = "powerfleet.tasks.digits:Digits"')
+        return replace(cls.from_groups(name, groups, seed, where), run=dict(run))
 
 
 def check_cap_above_idle(device_type: str, cap_w: float, idle_w: float | None) -> None:

@@ -13,7 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from safetensors.numpy import save_file
 
 from coordinator.config import RunConfig
 from coordinator.records import ClientRecord, RoundRecord
@@ -50,6 +52,8 @@ def write_report(report: RunReport, out_dir: str | Path, *, title: str = "", wha
     rounds = pd.DataFrame([r.to_dict() for r in report.rounds])
     clients = pd.DataFrame([c.to_dict() for c in report.clients])
     files = {name: out / name for name in REPORT_FILES}
+    if report.weights:  # the final global model, as safetensors (loaded without unpickling)
+        files["model.safetensors"] = out / "model.safetensors"
     summary = {**report.summary, "config": report.config.to_run_config(), "predictors": report.predictors}
     with atomic_outputs(*((path, what) for path in files.values())) as temps:
         tmp = dict(zip(files, temps, strict=True))
@@ -64,6 +68,9 @@ def write_report(report: RunReport, out_dir: str | Path, *, title: str = "", wha
             "rounds": [asdict(r) for r in report.rounds], "clients": [asdict(c) for c in report.clients]})),
             encoding="utf-8")
         plots(report, tmp["rounds.png"])
+        if report.weights:
+            save_file({k: np.ascontiguousarray(v) for k, v in report.weights.items()}, str(tmp["model.safetensors"]),
+                      metadata={"task": report.config.task, "rounds": str(len(report.rounds))})
     return files
 
 

@@ -3,7 +3,7 @@
 Its options are the run config (:class:`coordinator.config.RunConfig`), under the same
 kebab-case names as ``flwr run --run-config`` and ``[tool.flwr.app.config]``: every key is a
 flag (``--deadline-s 20``), and ``--run-config "k=v ..."`` takes Flower's syntax. Precedence:
-the defaults, then ``--run-config``, then the flags.
+the defaults, then the fleet file's ``[run]`` table, then ``--run-config``, then the flags.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
                 f"--run-config {run_config!r} must be space-separated key=value pairs with quoted strings, "
                 "e.g. 'deadline-s=30 policy=\"maxn\"'") from None
     overrides.update({k.replace("_", "-"): v for k, v in flags.items() if v is not None})
-    cfg = RunConfig.from_run_config(overrides)
-    spec = FleetSpec.load(cfg.fleet_file or DEFAULT_FLEET)
+    spec = FleetSpec.load(str(overrides.get("fleet-file") or DEFAULT_FLEET))
+    # the fleet file's [run] table sets this fleet's defaults; the command line wins over it
+    base = RunConfig.from_run_config(dict(spec.run), where=f"fleet {spec.name} [run]") if spec.run else RunConfig()
+    cfg = base.with_overrides(overrides)
     out_dir = Path(cfg.out_dir or f"runs/{spec.name}")
     check_fleet(cfg, spec)  # every bad input fails here, before anything starts
     open_store(resolve_store_url(cfg.store) or None).close()

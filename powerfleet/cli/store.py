@@ -62,10 +62,10 @@ def ls_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         if not metas:
             err.print(f"no predictors in {s.url}")
             return
-        out.print(f"{'device_type':<12} {'workload':<26} {'ver':>4} {'kind':<9} {'rule':<13} {'n':>5} "
+        out.print(f"{'device_type':<12} {'workload':<34} {'ver':>4} {'kind':<9} {'rule':<13} {'n':>5} "
                   f"{'size':>9}  {'created':<20} artifact")
         for m in metas:
-            out.print(f"{m.device_type:<12} {m.workload:<26} {m.version:>4} {m.kind:<9} "
+            out.print(f"{m.device_type:<12} {readable_workload(m.workload):<34} {m.version:>4} {m.kind:<9} "
                       f"{m.labels.get('rule', '-'):<13} {m.n_samples:>5} {m.size_bytes:>9}  "
                       f"{_when(m.created_at):<20} {_short(m.artifact_id)}")
 
@@ -86,6 +86,12 @@ def show_cmd(device: DeviceArg, workload: WorkloadArg, store: StoreOpt = None,
         return
     m = got.meta
     out.print(f"{m.label}  {m.artifact_id}")
+    name, _, digest = m.workload.partition("+")  # a task's fingerprint: name+digest (no torch import here)
+    if digest:
+        out.print(f"  workload: task {name}, fingerprint {digest} (model structure, parameter shapes, batch and "
+                  "input shape)")
+    else:
+        out.print(f"  workload: catalog workload {name}")
     out.print(f"  kind {m.kind}, {m.n_samples} samples, {m.size_bytes} bytes, created {_when(m.created_at)}, "
               f"stored {_when(m.stored_at)}")
     out.print(f"  parent {m.parent_id or '-'}")
@@ -94,6 +100,12 @@ def show_cmd(device: DeviceArg, workload: WorkloadArg, store: StoreOpt = None,
     for name, t in info["predictor"]["targets"].items():
         cv = ", ".join(f"{k} {v:.1f}%" for k, v in sorted(t["cv_mape"].items()))
         out.print(f"  {name}: {t['method']} ({t['members']} x {t['hidden']}), CV MAPE {cv}")
+
+
+def readable_workload(workload: str) -> str:
+    """``digits-cnn+7f4b683ab7`` as ``digits-cnn (task 7f4b683ab7)``; a catalog name as it is."""
+    name, _, digest = workload.partition("+")
+    return f"{name} (task {digest})" if digest else name
 
 
 def _describe(m: ArtifactMeta | None, artifact_id: str) -> str:

@@ -22,6 +22,7 @@ from torch.utils.data import TensorDataset
 
 from powerfleet.protocol.tasks import Task
 from powerfleet.tasks.data import check_partitioner, partition, partition_indices
+from powertrain.errors import check_range
 
 IMAGE_PX = 16
 CLASSES = 10
@@ -59,7 +60,37 @@ class Dataset:
         return Dataset(self.x[index], self.y[index])
 
 
-def _render(digit: int, rng: np.random.Generator) -> np.ndarray:
+def _glyph_ink(digit: int, rng: np.random.Generator, *, scale: float, angle: float, shear: float,
+               shift: float, thick: float) -> np.ndarray:
+    """One digit's soft ink on the image grid, after an affine distortion."""
+    glyph = np.array([[c == "#" for c in row] for row in _FONT[digit]], dtype=float)  # (7, 5)
+    cos, sin = math.cos(angle), math.sin(angle)
+    inv = np.array([[cos, sin], [-sin, cos]]) @ np.array([[1.0, -shear], [0.0, 1.0]]) / scale
+    ys, xs = np.mgrid[0:IMAGE_PX, 0:IMAGE_PX].astype(float)
+    centre = IMAGE_PX / 2 - 0.5 + rng.uniform(-shift, shift, size=2)
+    gy, gx = inv @ np.stack([ys.ravel() - centre[0], xs.ravel() - centre[1]])
+    gy, gx = gy + 3.0, gx + 2.0  # glyph centre
+    cells = np.argwhere(glyph > 0).astype(float)
+    d = np.sqrt((gy[:, None] - cells[None, :, 0]) ** 2 + (gx[:, None] - cells[None, :, 1]) ** 2).min(axis=1)
+    ink: np.ndarray = np.clip(1.0 - (d - thick) / 0.45, 0.0, 1.0).reshape(IMAGE_PX, IMAGE_PX)
+    return ink
+
+
+def _render(digit: int, rng: np.random.Generator, difficulty: float = 0.0) -> np.ndarray:
+    """One noisy image of ``digit``; ``difficulty`` (0..1) widens the distortions, raises the
+    noise and overlays a faint second digit as clutter."""
+    if difficulty > 0:
+        img = _glyph_ink(digit, rng, scale=rng.uniform(1.4, 2.1), angle=rng.uniform(-0.3 - 0.4 * difficulty,
+                                                                                    0.3 + 0.4 * difficulty),
+                         shear=rng.uniform(-0.35 - 0.3 * difficulty, 0.35 + 0.3 * difficulty),
+                         shift=1.5 + 1.5 * difficulty, thick=rng.uniform(0.3, 0.75))
+        if rng.random() < difficulty:  # a fainter distractor digit, shifted: clutter the model must ignore
+            other = _glyph_ink(int(rng.integers(0, CLASSES)), rng, scale=rng.uniform(1.2, 1.8),
+                               angle=rng.uniform(-0.6, 0.6), shear=0.0, shift=5.0, thick=rng.uniform(0.3, 0.6))
+            img = np.maximum(img, other * rng.uniform(0.3, 0.6))
+        noisy: np.ndarray = np.clip(img * rng.uniform(0.5, 1.0) + rng.normal(0.0, 0.12 + 0.13 * difficulty,
+                                                                              size=img.shape), 0.0, 1.0)
+        return noisy
     glyph = np.array([[c == "#" for c in row] for row in _FONT[digit]], dtype=float)  # (7, 5)
     scale = rng.uniform(1.55, 2.05)
     angle = rng.uniform(-0.3, 0.3)
@@ -91,12 +122,13 @@ def _render(digit: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def make_dataset(seed: int = 0, n_train: int = 6000, n_test: int = 1000) -> tuple[Dataset, Dataset]:
+def make_dataset(seed: int = 0, n_train: int = 6000, n_test: int = 1000,
+                 difficulty: float = 0.0) -> tuple[Dataset, Dataset]:
     """Deterministic train and test sets for ``seed`` (cached per process)."""
     rng = np.random.default_rng([seed, 271828])
     n = n_train + n_test
     labels = rng.integers(0, CLASSES, size=n)
-    images = np.stack([_render(int(d), rng) for d in labels]).astype(np.float32)[:, None]
+    images = np.stack([_render(int(d), rng, difficulty) for d in labels]).astype(np.float32)[:, None]
     train = Dataset(images[:n_train], labels[:n_train].astype(np.int64))
     test = Dataset(images[n_train:], labels[n_train:].astype(np.int64))
     return train, test
@@ -198,8 +230,9 @@ class Digits(Task):
     description = "small CNN on generated 16 px digits (non-IID Dirichlet partitions)"
 
     def __init__(self, *, alpha: float = 0.5, n_train: int = 6000, n_test: int = 1000,
-                 partitioner: str = "dirichlet") -> None:
+                 partitioner: str = "dirichlet", difficulty: float = 0.0) -> None:
         super().__init__()
+        self.difficulty = float(check_range("difficulty", difficulty, low=0, high=1))
         self.alpha = float(alpha)
         self.partitioner = check_partitioner(str(partitioner))
         self.n_train = int(n_train)
@@ -211,12 +244,12 @@ class Digits(Task):
 
     def train_data(self, partition_id: int, num_partitions: int, seed: int) -> TorchDataset[tuple[torch.Tensor, ...]]:
         """A Dirichlet label-skewed (or IID) share of the generated training set."""
-        train, _ = make_dataset(seed, self.n_train, self.n_test)
+        train, _ = make_dataset(seed, self.n_train, self.n_test, self.difficulty)
         part = train.subset(partition_indices(train.y, partition_id, num_partitions, partitioner=self.partitioner,
                                               alpha=self.alpha, seed=seed, min_size=BATCH_SIZE))
         return TensorDataset(torch.from_numpy(part.x), torch.from_numpy(part.y))
 
     def test_data(self, seed: int) -> TorchDataset[tuple[torch.Tensor, ...]]:
         """The generated test set."""
-        _, test = make_dataset(seed, self.n_train, self.n_test)
+        _, test = make_dataset(seed, self.n_train, self.n_test, self.difficulty)
         return TensorDataset(torch.from_numpy(test.x), torch.from_numpy(test.y))
