@@ -120,9 +120,7 @@ class AnalyticBackend:
         workload = get_workload(tasks[node_ids[0]].workload)
         modes = np.array([[plans[n].mode[k] for k in knobs] for n in node_ids])
         tpc = np.array([self._tpc(template, plans[n]) for n in node_ids])
-        unit = UnitVariation(**{k: np.asarray(getattr(variation, k))[rows] for k in
-                                ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power",
-                                 "thermal_r")})
+        unit = variation.take(rows)  # carries each node's unit id: its roughness
         t_mb, p_true = _steady(board, workload, modes, tpc, unit)
         n = len(node_ids)
         t_noisy = t_mb * np.exp(self.rng.normal(0.0, TIME_SIGMA, n))
@@ -134,7 +132,7 @@ class AnalyticBackend:
             if node_id in profiling:
                 frame = profiling[node_id]
                 pt, pp = _steady(board, workload, frame.loc[:, list(knobs)].to_numpy(float),
-                                 np.ones(len(frame)), _take(unit, j, len(frame)))
+                                 np.ones(len(frame)), unit.repeat(j, len(frame)))
                 mt = pt * np.exp(self.rng.normal(0.0, TIME_SIGMA, len(frame)))
                 mp = pp * (1.0 + self.rng.normal(0.0, POWER_SIGMA, len(frame)))
                 per_mode = np.maximum(3, np.ceil(1.0 / pt)) + task.profile_minibatches
@@ -176,11 +174,6 @@ class AnalyticBackend:
             return 1.0
         preset = template.space.preset(plan.preset)
         return (preset.active_tpcs or template.gpu_tpcs) / template.gpu_tpcs
-
-
-def _take(unit: UnitVariation, j: int, n: int) -> UnitVariation:
-    names = ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power", "thermal_r")
-    return UnitVariation(**{k: np.full(n, float(np.asarray(getattr(unit, k))[j])) for k in names})
 
 
 def _steady(board: BoardPhysics, workload: Workload, modes: np.ndarray, tpc: np.ndarray,

@@ -40,7 +40,7 @@ def _parse_float(name: str, value: str) -> float:
         raise InvalidParameterError(f"device option {name}={value!r} must be a number") from None
 
 
-_SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise")
+_SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise", "rough")
 
 
 def _build_sim(device_type: str, options: dict[str, str]) -> Device:
@@ -61,6 +61,7 @@ def _build_sim(device_type: str, options: dict[str, str]) -> Device:
         fan=options.get("fan", "max"),
         ambient_c=_parse_float("ambient_c", options.get("ambient_c", "25")),
         noise=noise,
+        rough=_parse_bool("rough", options.get("rough", "1")),
     )
 
 

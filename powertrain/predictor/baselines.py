@@ -3,6 +3,8 @@
 * ``scratch``  - the same networks trained from scratch on the k samples (CV picks the length);
 * ``poly``     - ridge regression of log(time) and log(power) on engineered features: log knobs,
   reciprocal knobs, and all squares and pairwise products of log knobs (alpha by leave-one-out);
+  ``reciprocals=False`` drops the reciprocals: the full quadratic in log knobs, the simulator
+  calibration's "ridge on log knobs with pairwise products";
 * ``rescale``  - the reference predictor multiplied by a factor fitted on the k samples.
 
 Each is a ``fit(samples) -> self`` / ``predict(modes) -> Prediction`` estimator.
@@ -47,10 +49,12 @@ class PolynomialBaseline:
 
     alphas = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
-    def __init__(self, knobs: Sequence[str], time_col: str = "time_ms", power_col: str = "power_w") -> None:
+    def __init__(self, knobs: Sequence[str], time_col: str = "time_ms", power_col: str = "power_w",
+                 *, reciprocals: bool = True) -> None:
         self.knobs = tuple(knobs)
         self.time_col = time_col
         self.power_col = power_col
+        self.reciprocals = reciprocals
         self.coef_: dict[str, np.ndarray] = {}
         self.scale_: tuple[np.ndarray, np.ndarray] | None = None
         self.resid_: dict[str, float] = {}
@@ -59,8 +63,9 @@ class PolynomialBaseline:
         raw = frame.loc[:, list(self.knobs)].to_numpy(float)
         pos = raw > 0
         logs = np.where(pos, np.log(np.where(pos, raw, 1.0)), raw)
-        recip = np.where(pos, 1.0 / np.where(pos, raw, 1.0), 0.0)
-        cols = [logs, recip]
+        cols = [logs]
+        if self.reciprocals:
+            cols.append(np.where(pos, 1.0 / np.where(pos, raw, 1.0), 0.0))
         cols += [(logs[:, i] * logs[:, j])[:, None]
                  for i, j in itertools.combinations_with_replacement(range(logs.shape[1]), 2)]
         return np.column_stack(cols)
