@@ -1,8 +1,9 @@
 """Devices: the ``Device`` interface, its backends, and the factory that picks one.
 
-``make_device("sim:orin-nano?seed=3&unit=2")`` builds a simulated Orin Nano; other backends
-register a builder in :data:`BACKENDS` under their scheme name. Code above this package sees
-only :class:`Device`.
+``make_device("sim:orin-nano?seed=3&unit=2")`` builds a simulated Orin Nano (options: seed,
+unit, throttle, fan, ambient_c, noise=0 for exact readings, rough=0 for the smooth nominal
+model); other backends register a builder in :data:`BACKENDS` under their scheme name. Code
+above this package sees only :class:`Device`.
 """
 
 from __future__ import annotations
