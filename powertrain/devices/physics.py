@@ -350,8 +350,13 @@ def roughness_factors(board: BoardPhysics, workload: str, unit: int | np.ndarray
     def per_mode(name: str) -> np.ndarray:
         return bounded(share * _normal(type_keys, _salt(name, "type")) + own * _normal(work_keys, _salt(name, "wl")))
 
+    # the field depends on the mode only: evaluate it once per distinct mode (many units often
+    # share a mode, as in the analytic fleet engine)
+    _, first, z_index = np.unique(type_keys, return_index=True, return_inverse=True)
+    z_unique = z[first]
+
     def field_of(name: str) -> np.ndarray:
-        return bounded(_field(_salt(board.name, workload, name, "field"), z, r.features))
+        return bounded(_field(_salt(board.name, workload, name, "field"), z_unique, r.features)[z_index.ravel()])
 
     gpu = r.gpu_mode * per_mode("gpu") if r.gpu_mode > 0 else np.zeros(n)
     host = r.host_mode * per_mode("host") if r.host_mode > 0 else np.zeros(n)
