@@ -1,8 +1,10 @@
 """Predictor benchmark: accuracy, sampling strategies, optimization quality and speed.
 
-Everything runs on simulated Jetsons (``SimulatedJetson``), judged against the simulator's
-noise-free steady-state ground truth. Reference: ``resnet18-imagenet`` on Orin AGX, all 4,368
-grid modes, profiled with noise. Writes ``bench/results/predictor.md`` (tables) and
+Everything runs on simulated Jetsons (``SimulatedJetson``) and is scored as a user would score
+it: against a *measured* profile of the target's whole grid (profiled in its own session, 40
+minibatches per mode, power read about once a second), with the simulator's noise-free truth of
+the same board as a second column. Reference: ``resnet18-imagenet`` on Orin AGX, all 4,368
+grid modes, profiled. Writes ``bench/results/predictor.md`` (tables) and
 ``bench/results/predictor_raw.csv``.
 
     .venv/bin/python bench/predictor.py            # full run (~1 h on 2 cores)
@@ -64,11 +66,23 @@ def truth_of(device: str, workload: str) -> pd.DataFrame:
     return dev.true_performance(workload, get_space(device).modes("powertrain"))
 
 
+_MEASURED: dict[tuple[str, str], pd.DataFrame] = {}
+
+
+def measured_of(device: str, workload: str) -> pd.DataFrame:
+    """The target's whole grid profiled in a session of its own (what a user can score against)."""
+    if (device, workload) not in _MEASURED:
+        dev = SimulatedJetson(device, unit=target_unit(device), seed=5000)
+        _MEASURED[(device, workload)] = profile(dev, workload, get_space(device).modes("powertrain")).frame
+    return _MEASURED[(device, workload)]
+
+
 def accuracy(ref: PowerTrainPredictor, paper: PowerTrainPredictor, ks: list[int], seeds: int,
              targets: list[tuple[str, str]], strategy: str, baselines: bool) -> pd.DataFrame:
     rows = []
     for device, workload in targets:
         truth = truth_of(device, workload)
+        measured = measured_of(device, workload)
         grid = truth.loc[:, list(ref.knobs)]
         for k in ks:
             for seed in range(seeds):
@@ -91,8 +105,10 @@ def accuracy(ref: PowerTrainPredictor, paper: PowerTrainPredictor, ks: list[int]
                     info = ours.describe()["targets"] if name == "powertrain (ours)" else {}
                     rows.append({
                         "device": device, "workload": workload, "k": k, "seed": seed, "strategy": strategy,
-                        "method": name, "time_mape": mape(pred.time_ms, truth.time_ms),
-                        "power_mape": mape(pred.power_w, truth.power_w),
+                        "method": name, "time_mape": mape(pred.time_ms, measured.time_ms),
+                        "power_mape": mape(pred.power_w, measured.power_w),
+                        "time_mape_truth": mape(pred.time_ms, truth.time_ms),
+                        "power_mape_truth": mape(pred.power_w, truth.power_w),
                         "chosen_time": info.get("time", {}).get("method", ""),
                         "chosen_power": info.get("power", {}).get("method", ""),
                         "transfer_s": elapsed if name == "powertrain (ours)" else np.nan,
@@ -104,58 +120,70 @@ def accuracy(ref: PowerTrainPredictor, paper: PowerTrainPredictor, ks: list[int]
 
 def optimization(ref: PowerTrainPredictor, seeds: int, targets: list[tuple[str, str]],
                  strategy: str, n_caps: int = 12) -> pd.DataFrame:
+    """Min time under a power cap, judged on the measured grid (as a user would) and on the truth."""
     rows = []
     rng = np.random.default_rng(0)
     for device, workload in targets:
         space = get_space(device)
         truth = truth_of(device, workload)
+        measured = measured_of(device, workload)
         grid = truth.loc[:, list(ref.knobs)]
         dev = SimulatedJetson(device, unit=target_unit(device))
+        meter = SimulatedJetson(device, unit=target_unit(device), seed=6000)
         presets = []
         for p in space.presets.values():
             tpc = dev.preset_tpc_fraction(p.name)
             perf = dev.true_performance(workload, pd.DataFrame([p.mode]), tpc_fraction=tpc)
+            meter.apply_preset(p.name)
+            meter.run(workload, 20)
+            seen = meter.run(workload, 40)
             presets.append((p.budget_w if p.budget_w is not None else float("inf"), p.name,
-                            float(perf.time_ms.iloc[0]), float(perf.power_w.iloc[0])))
+                            (seen.mean_time_ms, seen.mean_power_w),
+                            (float(perf.time_ms.iloc[0]), float(perf.power_w.iloc[0]))))
         t_true, p_true = truth.time_ms.to_numpy(), truth.power_w.to_numpy()
-        caps = np.linspace(np.percentile(p_true, 10), p_true.max(), n_caps)
+        t_seen, p_seen = measured.time_ms.to_numpy(), measured.power_w.to_numpy()
+        caps = np.linspace(np.percentile(p_seen, 10), p_seen.max(), n_caps)
         for seed in range(seeds):
             picked = sample_modes(grid, 50, strategy=strategy, seed=seed)
             samples, _ = profile_samples(device, workload, picked, seed)
             model = ref.transfer(samples, seed=seed)
             table = ModeTable(grid, model.predict(grid), ref.knobs)
             for cap in caps:
-                ok = p_true <= cap
-                opt = t_true[ok].min()
+                opt_seen = t_seen[p_seen <= cap].min()
+                opt_true = t_true[p_true <= cap].min()
 
-                def record(policy: str, t: float, p: float, cap: float = cap, opt: float = opt,
-                           device: str = device, workload: str = workload, seed: int = seed) -> None:
+                def record(policy: str, seen: tuple[float, float], true: tuple[float, float], cap: float = cap,
+                           opt_seen: float = opt_seen, opt_true: float = opt_true, device: str = device,
+                           workload: str = workload, seed: int = seed) -> None:
                     rows.append({"device": device, "workload": workload, "seed": seed, "cap_w": cap,
-                                 "policy": policy, "excess_pct": (t / opt - 1) * 100, "over_cap": p > cap,
-                                 "over_cap_w": max(p - cap, 0.0)})
+                                 "policy": policy, "excess_pct": (seen[0] / opt_seen - 1) * 100,
+                                 "over_cap": seen[1] > cap, "over_cap_w": max(seen[1] - cap, 0.0),
+                                 "excess_pct_truth": (true[0] / opt_true - 1) * 100,
+                                 "over_cap_truth": true[1] > cap, "over_cap_w_truth": max(true[1] - cap, 0.0)})
+
+                def mode(i: int, seen: tuple[np.ndarray, np.ndarray] = (t_seen, p_seen),
+                         true: tuple[np.ndarray, np.ndarray] = (t_true, p_true),
+                         ) -> tuple[tuple[float, float], tuple[float, float]]:
+                    return (float(seen[0][i]), float(seen[1][i])), (float(true[0][i]), float(true[1][i]))
 
                 for z in MARGINS:
                     res = table.choose(power_cap_w=float(cap), objective="time", margin_z=z)
                     i = res.index if isinstance(res, Choice) else (res.closest.index if res.closest else 0)
-                    record(f"powertrain z={z:g}", t_true[i], p_true[i])
+                    record(f"powertrain z={z:g}", *mode(i))
                 under = [pr for pr in presets if pr[0] <= cap]
                 chosen = max(under, key=lambda pr: pr[0]) if under else min(presets, key=lambda pr: pr[0])
                 record("best preset under cap", chosen[2], chosen[3])
-                measured_ok = samples.power_w.to_numpy() <= cap
-                if measured_ok.any():
-                    j = int(np.argmin(np.where(measured_ok, samples.time_ms.to_numpy(), np.inf)))
-                    row = picked.iloc[j]
-                    m = int(np.nonzero((grid == row.values).all(axis=1).to_numpy())[0][0])
-                    record("best of k=50 profiled", t_true[m], p_true[m])
+                profiled_ok = samples.power_w.to_numpy() <= cap
+                if profiled_ok.any():
+                    j = int(np.argmin(np.where(profiled_ok, samples.time_ms.to_numpy(), np.inf)))
                 else:
-                    m = int(np.argmin(samples.power_w.to_numpy()))
-                    row = picked.iloc[m]
-                    m = int(np.nonzero((grid == row.values).all(axis=1).to_numpy())[0][0])
-                    record("best of k=50 profiled", t_true[m], p_true[m])
-                cand = np.nonzero(ok)[0]
-                pick = rng.choice(cand, size=min(20, len(cand)), replace=False)
-                for m in pick:
-                    record("random mode under cap", t_true[m], p_true[m])
+                    j = int(np.argmin(samples.power_w.to_numpy()))
+                row = picked.iloc[j]
+                at = int(np.nonzero((grid == row.values).all(axis=1).to_numpy())[0][0])
+                record("best of k=50 profiled", *mode(at))
+                cand = np.nonzero(p_true <= cap)[0]
+                for i in rng.choice(cand, size=min(20, len(cand)), replace=False):
+                    record("random mode under cap", *mode(int(i)))
         print(f"  optimization {device}/{workload} done", flush=True)
     return pd.DataFrame(rows)
 
@@ -232,11 +260,13 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     report: list[str] = ["# Predictor benchmark", "",
                          f"Generated by `bench/predictor.py{' --quick' if args.quick else ''}` on "
-                         f"{time.strftime('%Y-%m-%d')}; simulated Jetsons, ground truth = the simulator's "
-                         "noise-free steady state over each device's profiling grid "
-                         "(Orin AGX 4,368 modes, Xavier AGX 7,056, Orin Nano 180). "
-                         f"{seeds} seeds per cell; samples are profiled with noise "
-                         "(40 minibatches per mode after warm-up).", ""]
+                         f"{time.strftime('%Y-%m-%d')} on the rough simulated Jetsons (`docs/simulator.md`). "
+                         "Scored as a user would score it: against a **measured** profile of each target's whole "
+                         "grid (Orin AGX 4,368 modes, Xavier AGX 7,056, Orin Nano 180), profiled in a session of "
+                         "its own (40 minibatches per mode after warm-up, power read about once a second); the "
+                         "simulator's noise-free truth of the same board is the second column (`truth`). "
+                         f"{seeds} seeds per cell; the k transfer samples are profiled the same way in another "
+                         "session. Targets on AGX Orin run on another unit (1) than the reference (0).", ""]
 
     print("reference profile ...", flush=True)
     ref_dev = SimulatedJetson(REF_DEVICE, unit=0, seed=0)
@@ -252,15 +282,26 @@ def main() -> None:
     paper_fit_s = time.perf_counter() - started
     ref_truth = SimulatedJetson(REF_DEVICE, unit=0).true_performance(
         REF_WORKLOAD, get_space(REF_DEVICE).modes("powertrain"))
+    ref_seen = profile(SimulatedJetson(REF_DEVICE, unit=0, seed=5000), REF_WORKLOAD,
+                       get_space(REF_DEVICE).modes("powertrain")).frame
     rp, pp = ref.predict(ref_truth), paper.predict(ref_truth)
     t_true, p_true = ref_truth.time_ms.to_numpy(), ref_truth.power_w.to_numpy()
+    t_seen, p_seen = ref_seen.time_ms.to_numpy(), ref_seen.power_w.to_numpy()
     report += ["## Reference predictor", "",
+               "Fitted on one profile of the grid; scored on a second profile of it (another session) and on the "
+               "truth.", "",
                md_table(pd.DataFrame([
                    {"model": "ours: SiLU (64, 32) x4 members", "fit_s": fit_s,
-                    "time_mape": mape(rp.time_ms, t_true), "power_mape": mape(rp.power_w, p_true)},
+                    "time_mape": mape(rp.time_ms, t_seen), "power_mape": mape(rp.power_w, p_seen),
+                    "time_mape_truth": mape(rp.time_ms, t_true), "power_mape_truth": mape(rp.power_w, p_true)},
                    {"model": "paper: ReLU (256, 128, 64) x4 members", "fit_s": paper_fit_s,
-                    "time_mape": mape(pp.time_ms, t_true), "power_mape": mape(pp.power_w, p_true)},
+                    "time_mape": mape(pp.time_ms, t_seen), "power_mape": mape(pp.power_w, p_seen),
+                    "time_mape_truth": mape(pp.time_ms, t_true), "power_mape_truth": mape(pp.power_w, p_true)},
                ])), "",
+               "A second profile of the same grid differs from the first by "
+               f"{mape(t_seen, ref_run.frame.time_ms):.2f} % (time) and "
+               f"{mape(p_seen, ref_run.frame.power_w):.2f} % (power) MAPE: the measurement noise floor "
+               "of any score against measured profiles.", "",
                f"Profiling the reference grid took {ref_run.device_seconds / 3600:.1f} h of (simulated) "
                f"device time ({ref_run.total_minibatches} minibatches) and {profile_wall:.0f} s of wall "
                "time.", ""]
@@ -272,19 +313,29 @@ def main() -> None:
     print("accuracy ...", flush=True)
     acc = accuracy(ref, paper, ks, seeds, targets, "spacefill", baselines=True)
     acc.to_csv(RESULTS / "predictor_raw.csv", index=False)
-    summary = (acc.groupby(["device", "workload", "k", "method"])[["time_mape", "power_mape"]].mean()
-               .reset_index())
-    at50 = summary[summary.k == (50 if 50 in ks else ks[-1])]
+    cols = ["time_mape", "power_mape", "time_mape_truth", "power_mape_truth"]
+    summary = acc.groupby(["device", "workload", "k", "method"])[cols].mean().reset_index()
+    k_head = 50 if 50 in ks else ks[-1]
+    ours50 = summary[(summary.k == k_head) & (summary.method == "powertrain (ours)")]
+    head = ours50[["device", "workload", *cols]].rename(columns={
+        "time_mape": "time MAPE % (measured)", "power_mape": "power MAPE % (measured)",
+        "time_mape_truth": "time MAPE % (truth)", "power_mape_truth": "power MAPE % (truth)"})
+    report += [f"## Ours after transfer (k = {k_head}, spacefill sampling)", "",
+               "Targets: <= 10 % time and <= 5 % power on every AGX Orin workload, <= 12 % / <= 7 % on Xavier "
+               "and Nano, against measured profiles (PowerTrain on real boards: < 15 % / < 6 %).", "",
+               md_table(head.round(2)), ""]
+    at50 = summary[summary.k == k_head]
     wide = flat(at50.pivot_table(index=["device", "workload"], columns="method",
                                  values=["time_mape", "power_mape"]).round(2), "{} MAPE: {}")
-    report += ["## Accuracy after transfer (k = 50, spacefill sampling), MAPE %", "",
+    report += [f"## Every method after transfer (k = {k_head}, spacefill sampling), MAPE % against measured", "",
                md_table(wide.reset_index()), ""]
     by_k = flat(acc[acc.method == "powertrain (ours)"].groupby(["device", "workload", "k"])
                 [["time_mape", "power_mape"]].mean().unstack("k").round(2), "{} k={}")
-    report += ["## Ours by number of transfer samples k (MAPE %)", "", md_table(by_k.reset_index()), ""]
-    overall = flat(summary.groupby(["method", "k"])[["time_mape", "power_mape"]].mean().unstack("k").round(2),
-                   "{} k={}")
-    report += ["## Every method, mean over all targets (MAPE %)", "", md_table(overall.reset_index()), ""]
+    report += ["## Ours by number of transfer samples k (MAPE % against measured)", "",
+               md_table(by_k.reset_index()), ""]
+    overall = flat(summary.groupby(["method", "k"])[cols].mean().unstack("k").round(2), "{} k={}")
+    report += ["## Every method, mean over all targets (MAPE %; `_truth`: against the noise-free truth)", "",
+               md_table(overall.reset_index()), ""]
     ours = acc[acc.method == "powertrain (ours)"]
     chosen = (pd.concat([ours.chosen_time.rename("method").to_frame().assign(target="time"),
                          ours.chosen_power.rename("method").to_frame().assign(target="power")])
@@ -300,7 +351,8 @@ def main() -> None:
     strat.to_csv(RESULTS / "predictor_sampling_raw.csv", index=False)
     st = flat(strat.groupby(["strategy", "k"])[["time_mape", "power_mape", "profiling_device_s"]].mean()
               .unstack("k").round(2), "{} k={}")
-    report += ["## Sampling strategy for the k profiled modes (ours; MAPE %, profiling device-seconds)", "",
+    report += ["## Sampling strategy for the k profiled modes (ours; MAPE % against measured, profiling "
+               "device-seconds)", "",
                f"Targets: {', '.join(f'{d}/{w}' for d, w in strat_targets)}.", "",
                md_table(st.reset_index()), ""]
 
@@ -308,14 +360,20 @@ def main() -> None:
     opt = optimization(ref, seeds, targets, "spacefill")
     opt.to_csv(RESULTS / "predictor_optimization_raw.csv", index=False)
     os_ = opt.groupby("policy").agg(median_excess_pct=("excess_pct", "median"),
-                                    mean_excess_pct=("excess_pct", "mean"),
                                     p90_excess_pct=("excess_pct", lambda s: float(np.percentile(s, 90))),
                                     cap_exceeded_rate=("over_cap", "mean"),
-                                    mean_over_cap_w=("over_cap_w", "mean"), cases=("over_cap", "size"))
+                                    over_cap_by_1w_rate=("over_cap_w", lambda s: float(np.mean(s > 1.0))),
+                                    median_excess_pct_truth=("excess_pct_truth", "median"),
+                                    cap_exceeded_rate_truth=("over_cap_truth", "mean"),
+                                    over_cap_by_0_5w_rate_truth=("over_cap_w_truth", lambda s: float(np.mean(s > 0.5))),
+                                    over_cap_by_1w_rate_truth=("over_cap_w_truth", lambda s: float(np.mean(s > 1.0))),
+                                    cases=("over_cap", "size"))
     report += ["## Optimization: min time under a power cap (k = 50)", "",
-               "Excess = true time of the chosen mode over the true fastest mode under the cap; "
-               "cap exceeded = true power of the chosen mode above the cap. 12 caps per target from the "
-               "10th percentile to the maximum of the target's true power.", "",
+               "As a user judges it (first columns): excess = measured time of the chosen mode over the "
+               "measured-fastest mode whose measured power is under the cap, cap exceeded = measured power above "
+               "the cap (presets are measured the same way, with their TPC gating). `_truth` columns judge the "
+               "same choices on the noise-free truth. 12 caps per target from the 10th percentile to the maximum "
+               "of the target's measured power.", "",
                md_table(os_.reset_index()), ""]
 
     print("speed ...", flush=True)

@@ -27,11 +27,13 @@ from powertrain.boards import board_names, get_space
 from powertrain.errors import DataFormatError
 from powertrain.outputs import atomic_output
 from powertrain.predictor.state import (
-    STATE_SCHEMA_VERSION,
+    READABLE_SCHEMA_VERSIONS,
     ComponentState,
+    LinearState,
     NetworkState,
     PredictorState,
     TargetState,
+    poly2_width,
 )
 from powertrain.space import Knob, ModeSpace
 
@@ -102,14 +104,35 @@ def _network_from_proto(msg: pb.Network, what: str) -> NetworkState:
     return NetworkState(weights, biases, msg.activation)
 
 
+def _component_to_proto(c: ComponentState) -> pb.Component:
+    msg = pb.Component(weight=c.weight, scale=c.scale, shift=c.shift, label=c.label)
+    if c.network is not None:
+        msg.network.CopyFrom(_network_to_proto(c.network))
+    if c.linear is not None:
+        msg.linear.CopyFrom(pb.Linear(features=c.linear.features,
+                                      feature_mean=[float(v) for v in c.linear.feature_mean],
+                                      feature_std=[float(v) for v in c.linear.feature_std],
+                                      coef=[float(v) for v in c.linear.coef], intercept=c.linear.intercept))
+    return msg
+
+
+def _component_from_proto(msg: pb.Component, what: str) -> ComponentState:
+    network = _network_from_proto(msg.network, what) if msg.HasField("network") else None
+    linear = None
+    if msg.HasField("linear"):
+        lin = msg.linear
+        linear = LinearState(lin.features, np.asarray(lin.feature_mean, float), np.asarray(lin.feature_std, float),
+                             np.asarray(lin.coef, float), float(lin.intercept))
+    return ComponentState(msg.weight, network, msg.scale, msg.shift, linear, msg.label)
+
+
 def state_to_payload(state: PredictorState, space: ModeSpace | None = None) -> pb.PredictorPayload:
     """The payload message of a predictor state."""
     targets = [
         pb.TargetModel(
             name=t.name, column=t.column, transform=t.transform, y_mean=t.y_mean, y_std=t.y_std,
             method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
-            components=[pb.Component(weight=c.weight, network=_network_to_proto(c.network),
-                                     scale=c.scale, shift=c.shift) for c in t.components],
+            components=[_component_to_proto(c) for c in t.components],
         )
         for t in state.targets
     ]
@@ -133,9 +156,9 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
     The state's meaning is checked as well (:func:`check_meaning`), so what this returns can
     be used to predict without producing NaN or failing on a shape.
     """
-    if payload.schema_version != STATE_SCHEMA_VERSION:
+    if payload.schema_version not in READABLE_SCHEMA_VERSIONS:
         raise ArtifactError(f"{what}: predictor schema version {payload.schema_version} is not supported "
-                            f"(this build reads {STATE_SCHEMA_VERSION})")
+                            f"(this build reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
     try:
         settings = json.loads(payload.settings_json) if payload.settings_json else {}
     except ValueError:
@@ -147,11 +170,8 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
             TargetState(
                 name=t.name, column=t.column, transform=t.transform, y_mean=t.y_mean, y_std=t.y_std,
                 method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
-                components=tuple(
-                    ComponentState(c.weight, _network_from_proto(c.network, f"{what}: {t.name}[{i}]"),
-                                   c.scale, c.shift)
-                    for i, c in enumerate(t.components)
-                ),
+                components=tuple(_component_from_proto(c, f"{what}: {t.name}[{i}]")
+                                 for i, c in enumerate(t.components)),
             )
             for t in payload.targets
         )
@@ -162,6 +182,7 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
             targets=targets, kind=_MADE_BY_NAME.get(payload.made_by, "reference"),
             parent_id=payload.parent_id, n_samples=payload.n_samples, seed=payload.seed,
             created_at=payload.created_at, settings=settings,
+            schema_version=payload.schema_version,
         )
     except ArtifactError:
         raise
@@ -211,13 +232,20 @@ def check_meaning(state: PredictorState, space: pb.KnobSpace | None = None, what
     for t in state.targets:
         if not (np.isfinite(t.error_log_rmse) and t.error_log_rmse >= 0):
             raise bad(f"target {t.name}: error_log_rmse={t.error_log_rmse!r} must be a finite number >= 0")
-        members = {c.network.members for c in t.components}
+        members = {c.network.members for c in t.components if c.network is not None}
         if len(members) != 1:
             raise bad(f"target {t.name}: components have different ensemble sizes {sorted(members)}")
         for i, c in enumerate(t.components):
-            net = c.network
             if not all(np.isfinite(v) for v in (c.weight, c.scale, c.shift)):
                 raise bad(f"target {t.name} component {i}: weight, scale and shift must be finite")
+            if c.linear is not None:
+                width = poly2_width(state.knob_transforms)
+                if c.linear.coef.shape != (width,):
+                    raise bad(f"target {t.name} component {i}: a poly2 ridge over {len(state.knobs)} knobs has "
+                              f"{width} coefficients, not {c.linear.coef.shape[0]}")
+                continue
+            net = c.network
+            assert net is not None
             if net.members > MAX_MEMBERS or len(net.weights) > MAX_LAYERS + 1:
                 raise bad(f"target {t.name} component {i}: {net.members} members and {len(net.weights)} layers "
                           f"exceed {MAX_MEMBERS} and {MAX_LAYERS + 1}")

@@ -70,14 +70,19 @@ def _farthest_first(x: np.ndarray, k: int, rng: np.random.Generator) -> list[int
 def _lhs_maximin(x: np.ndarray, k: int, rng: np.random.Generator, designs: int = 40) -> list[int]:
     """Best of several Latin hypercube designs (by minimum pairwise distance), snapped to candidates.
 
-    Each knob's range is cut into k strata and every stratum gets one sample, so every knob is
-    covered evenly, interior included; among random designs the most spread-out one wins.
+    Each knob's range is cut into k strata and every stratum gets one sample; a stratum maps
+    to the knob level whose equal share of [0, 1) it falls in, so every level of every knob
+    gets k / levels samples (+-1), end levels included. Among random designs the most
+    spread-out one wins.
     """
     n, d = x.shape
+    levels = [np.unique(x[:, j]) for j in range(d)]
     best: tuple[float, list[int]] | None = None
     for _ in range(designs):
         strata = np.column_stack([rng.permutation(k) for _ in range(d)])
-        target = (strata + rng.uniform(size=(k, d))) / k
+        u = (strata + rng.uniform(size=(k, d))) / k
+        target = np.column_stack([lv[np.minimum((u[:, j] * len(lv)).astype(int), len(lv) - 1)]
+                                  for j, lv in enumerate(levels)])
         used = np.zeros(n, dtype=bool)
         picks: list[int] = []
         for point in target:

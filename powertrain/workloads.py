@@ -55,16 +55,16 @@ _CATALOG: dict[str, Workload] = {
         ),
         Workload(
             "mobilenetv3-gld23k", "MobileNetV3-Large", "GLD-23k", 16,
-            dense_gflop=19.0, dense_gb=1.2, dense_efficiency=0.22,
-            elem_gflop=2.0, elem_gb=3.0, kernels=1400,
-            loader_mcycles=700.0, loader_workers=4, framework_mcycles=8.0,
+            dense_gflop=19.0, dense_gb=1.2, dense_efficiency=0.07,
+            elem_gflop=2.0, elem_gb=5.0, kernels=2000,
+            loader_mcycles=900.0, loader_workers=4, framework_mcycles=8.0,
             description="depthwise convs use the GPU poorly; loader- and launch-heavy",
         ),
         Workload(
             "yolov8n-coco", "YOLOv8n (imgsz 320)", "COCO minitrain 25k", 16,
-            dense_gflop=95.0, dense_gb=2.5, dense_efficiency=0.35,
-            elem_gflop=10.0, elem_gb=4.0, kernels=1800,
-            loader_mcycles=600.0, loader_workers=0, framework_mcycles=20.0,
+            dense_gflop=105.0, dense_gb=2.5, dense_efficiency=0.25,
+            elem_gflop=12.0, elem_gb=8.0, kernels=2600,
+            loader_mcycles=650.0, loader_workers=0, framework_mcycles=25.0,
             description="mosaic augmentation in the main thread (workers 0): CPU and GPU in series",
         ),
         Workload(
@@ -76,7 +76,7 @@ _CATALOG: dict[str, Workload] = {
         ),
         Workload(
             "lstm-wikitext", "2-layer LSTM (256, tied)", "WikiText (seq 8)", 16,
-            dense_gflop=6.5, dense_gb=0.12, dense_efficiency=0.15,
+            dense_gflop=6.5, dense_gb=0.12, dense_efficiency=0.40,
             elem_gflop=0.3, elem_gb=0.25, kernels=150,
             loader_mcycles=4.0, loader_workers=4, framework_mcycles=25.0,
             description="small latency-bound kernels and heavy host overhead; CPU clock matters most",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,52 @@ def test_transfer_records_choice_and_cv_errors(reference: PowerTrainPredictor) -
     info = child.describe()
     assert info["device_type"] == "orin-nano" and info["parent_id"] == "sha256:abc"
     for t in info["targets"].values():
-        assert set(t["cv_mape"]) == {"rescale", "finetune", "scratch", "blend"}
+        assert set(t["cv_mape"]) == {"rescale", "finetune", "scratch", "ridge", "blend"}
         assert t["cv_mape"][t["method"]] == min(t["cv_mape"].values())
+
+
+def test_ridge_candidate_wins_on_reciprocal_clock_structure(reference: PowerTrainPredictor) -> None:
+    """Time as a sum of 1/clock terms (a CPU-bound job): the ridge features carry it exactly."""
+    grid = get_space("orin-agx").modes("powertrain")
+    samples = sample_modes(grid, 50, strategy="spacefill", seed=1)
+    samples = samples.assign(time_ms=4e4 / samples.cpu_mhz + 2e3 / samples.gpu_mhz + 1e4 / samples.mem_mhz,
+                             power_w=8.0 + 0.004 * samples.cpu_mhz + 0.002 * samples.gpu_mhz)
+    child = reference.transfer(samples, seed=2)
+    t = child.describe()["targets"]["time"]
+    assert t["cv_mape"]["ridge"] < t["cv_mape"]["finetune"]
+    assert "ridge" in t["weights"] and t["weights"]["ridge"] > 0
+    expected = 4e4 / grid.cpu_mhz + 2e3 / grid.gpu_mhz + 1e4 / grid.mem_mhz
+    assert mape(child.predict(grid).time_ms, expected) < 4
+    # a network stays in the artifact, so the child can itself be a transfer source
+    state = child.to_state()
+    assert all(any(c.network is not None for c in tgt.components) for tgt in state.targets)
+    back = PowerTrainPredictor.from_state(decode_predictor(encode_predictor(state)))
+    np.testing.assert_array_equal(back.predict(grid).time_ms, child.predict(grid).time_ms)
+    grandchild = back.transfer(noisy(truth("orin-agx", "lstm-wikitext").sample(30, random_state=1), 4))
+    assert grandchild.to_state().parent_id == "" and np.all(np.isfinite(grandchild.predict(grid).time_ms))
+
+
+def test_schema_version_1_artifacts_still_load(reference: PowerTrainPredictor) -> None:
+    old = dataclasses.replace(reference.to_state(), schema_version=1)
+    back = decode_predictor(encode_predictor(old))
+    assert back.schema_version == 1
+    modes = get_space("orin-agx").modes("powertrain").head(100)
+    np.testing.assert_array_equal(PowerTrainPredictor.from_state(back).predict(modes).time_ms,
+                                  reference.predict(modes).time_ms)
+    with pytest.raises(ArtifactError, match="schema version 7"):
+        decode_predictor(_with_version(reference, 7))
+
+
+def _with_version(reference: PowerTrainPredictor, version: int) -> bytes:
+    from powerfleet.serde import decode_payload, digest_of
+    from powerfleet.v1 import powerfleet_pb2 as pb
+
+    data = encode_predictor(reference.to_state())
+    payload = decode_payload(data)
+    payload.schema_version = version
+    raw = payload.SerializeToString()
+    return pb.PredictorArtifact(magic="powerfleet.predictor", format_version=1, payload=raw,
+                                digest=digest_of(raw)).SerializeToString()
 
 
 def test_transfer_notices_when_the_source_is_misleading(reference: PowerTrainPredictor) -> None:

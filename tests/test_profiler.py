@@ -74,6 +74,13 @@ def test_spacefill_spreads_over_every_knob() -> None:
         for knob in pool.columns:
             levels = pool[knob].nunique()
             assert picked[knob].nunique() >= 0.7 * min(levels, k), (k, knob)
+    # every level of every knob gets its share, end levels included (k / levels, +-1)
+    for seed in range(3):
+        picked = sample_modes(pool, 50, strategy="spacefill", seed=seed)
+        for knob in pool.columns:
+            counts = picked[knob].value_counts()
+            levels = pool[knob].nunique()
+            assert len(counts) == levels and counts.max() - counts.min() <= 2, (knob, counts.to_dict())
     random_pick = sample_modes(pool, 10, strategy="random", seed=1)
     lhs_pick = sample_modes(pool, 10, strategy="spacefill", seed=1)
     assert lhs_pick.gpu_mhz.nunique() >= random_pick.gpu_mhz.nunique()

@@ -139,7 +139,9 @@ def test_deploy_rehearsal_uses_the_compose_redis_and_writes_its_report(tmp_path:
         assert summary["store"] == f"redis://powerfleet@127.0.0.1:{base + 2}/0"  # the compose Redis; password in a file
         assert summary["store_writes_pending"] == 0
         pairs = set((rehearsal / "pairs.txt").read_text().split())
-        assert {"orin-agx:resnet18-imagenet", "orin-nano:resnet18-imagenet"} <= pairs  # built into that Redis
+        # the reference pair and the run's task (keyed by its fingerprint) were built into that Redis
+        assert {"orin-agx:resnet18-imagenet", f"orin-nano:{summary['workload']}"} <= pairs
+        assert summary["workload"].startswith("digits-cnn+")
         clients = pd.read_csv(out / "clients.csv")
         assert sorted(clients.unit.unique()) == [0, 1, 2]
         log = (rehearsal / "flwr-log.txt").read_text()

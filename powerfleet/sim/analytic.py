@@ -132,13 +132,10 @@ class AnalyticBackend:
         workload = workload_for(cached_task(lead.task), lead.cost_as)  # what the boards are charged
         modes = np.array([[plans[n].mode[k] for k in knobs] for n in node_ids])
         tpc = np.array([self._tpc(template, plans[n]) for n in node_ids])
-        unit = UnitVariation(**{k: np.asarray(getattr(variation, k))[rows] for k in
-                                ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power",
-                                 "thermal_r")})
+        unit = variation.take(rows)  # carries each node's unit id: its roughness
         t_mb, p_true = _steady(board, workload, modes, tpc, unit)
         n = len(node_ids)
         t_noisy = t_mb * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, n))
-        p_noisy = p_true * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma, n))
         observed: list[dict[str, float | str]] = []
         for j, node_id in enumerate(node_ids):
             task, plan = tasks[node_id], plans[node_id]
@@ -146,20 +143,22 @@ class AnalyticBackend:
             if node_id in profiling:
                 frame = profiling[node_id]
                 pt, pp = _steady(board, workload, frame.loc[:, list(knobs)].to_numpy(float),
-                                 np.ones(len(frame)), _take(unit, j, len(frame)))
+                                 np.ones(len(frame)), unit.repeat(j, len(frame)))
                 mt = pt * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, len(frame)))
-                mp = pp * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma, len(frame)))
                 per_mode = np.maximum(3, np.ceil(1.0 / pt)) + task.profile_minibatches
+                mp = pp * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma(per_mode * mt)))
                 time_s += float(np.sum(per_mode * mt))
                 energy += float(np.sum(per_mode * mt * mp))
                 profiled = int(per_mode.sum())
                 samples = frame.assign(time_ms=mt * 1000.0, power_w=mp, device=dtype, workload=task.workload,
                                        source="profile", device_unit=self.nodes[node_id].unit)
             work = plan.work if task.work_minibatches > 0 else 0
-            time_s += work * float(t_noisy[j])
-            energy += work * float(t_noisy[j]) * float(p_noisy[j])
+            window_s = work * float(t_noisy[j])
+            p_seen = float(p_true[j]) * (1.0 + float(self.rng.normal(0.0, NOISE.power_window_sigma(window_s))))
+            time_s += window_s
+            energy += window_s * p_seen
             if work and plan.preset is None and len(observed) < MAX_OBSERVATIONS_PER_TYPE:
-                observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": float(p_noisy[j]),
+                observed.append({**plan.mode, "time_ms": float(t_noisy[j]) * 1000.0, "power_w": p_seen,
                                  "device": dtype, "workload": lead.workload, "source": "round",
                                  "device_unit": self.nodes[node_id].unit})
             res = build_result(
@@ -181,11 +180,6 @@ class AnalyticBackend:
     @staticmethod
     def _tpc(template: SimulatedJetson, plan: policies.Plan) -> float:
         return 1.0 if plan.preset is None else template.preset_tpc_fraction(plan.preset)
-
-
-def _take(unit: UnitVariation, j: int, n: int) -> UnitVariation:
-    names = ("gpu_speed", "cpu_speed", "mem_speed", "dyn_power", "leakage", "base_power", "thermal_r")
-    return UnitVariation(**{k: np.full(n, float(np.asarray(getattr(unit, k))[j])) for k in names})
 
 
 def _steady(board: BoardPhysics, workload: Workload, modes: np.ndarray, tpc: np.ndarray,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epowerfleet/v1/powerfleet.proto\x12\rpowerfleet.v1\"2\n\x04Knob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\"=\n\tKnobSpace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05knobs\x18\x02 \x03(\x0b\x32\x13.powerfleet.v1.Knob\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"l\n\x07Network\x12&\n\x07weights\x18\x01 \x03(\x0b\x32\x15.powerfleet.v1.Tensor\x12%\n\x06\x62iases\x18\x02 \x03(\x0b\x32\x15.powerfleet.v1.Tensor\x12\x12\n\nactivation\x18\x03 \x01(\t\"b\n\tComponent\x12\x0e\n\x06weight\x18\x01 \x01(\x01\x12\'\n\x07network\x18\x02 \x01(\x0b\x32\x16.powerfleet.v1.Network\x12\r\n\x05scale\x18\x03 \x01(\x01\x12\r\n\x05shift\x18\x04 \x01(\x01\"\x9b\x02\n\x0bTargetModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x11\n\ttransform\x18\x03 \x01(\t\x12\x0e\n\x06y_mean\x18\x04 \x01(\x01\x12\r\n\x05y_std\x18\x05 \x01(\x01\x12\x0e\n\x06method\x18\x06 \x01(\t\x12,\n\ncomponents\x18\x07 \x03(\x0b\x32\x18.powerfleet.v1.Component\x12\x37\n\x07\x63v_mape\x18\x08 \x03(\x0b\x32&.powerfleet.v1.TargetModel.CvMapeEntry\x12\x16\n\x0e\x65rror_log_rmse\x18\t \x01(\x01\x1a-\n\x0b\x43vMapeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xfd\x02\n\x10PredictorPayload\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0b\x64\x65vice_type\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12\r\n\x05knobs\x18\x04 \x03(\t\x12\x17\n\x0fknob_transforms\x18\x05 \x03(\t\x12\x12\n\ninput_mean\x18\x06 \x03(\x01\x12\x11\n\tinput_std\x18\x07 \x03(\x01\x12+\n\x07targets\x18\x08 \x03(\x0b\x32\x1a.powerfleet.v1.TargetModel\x12&\n\x07made_by\x18\t \x01(\x0e\x32\x15.powerfleet.v1.MadeBy\x12\x11\n\tparent_id\x18\n \x01(\t\x12\x11\n\tn_samples\x18\x0b \x01(\r\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x12\n\ncreated_at\x18\r \x01(\x01\x12\x15\n\rsettings_json\x18\x0e \x01(\t\x12\'\n\x05space\x18\x0f \x01(\x0b\x32\x18.powerfleet.v1.KnobSpace\"[\n\x11PredictorArtifact\x12\r\n\x05magic\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"~\n\rProfileSample\x12\x13\n\x0bknob_values\x18\x01 \x03(\x01\x12\x0f\n\x07time_ms\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x13\n\x0b\x64\x65vice_unit\x18\x04 \x01(\x05\x12\x11\n\ttimestamp\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\"\x8e\x01\n\x07Profile\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\r\n\x05knobs\x18\x03 \x03(\t\x12-\n\x07samples\x18\x04 \x03(\x0b\x32\x1c.powerfleet.v1.ProfileSample\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x0e\n\x06merged\x18\x06 \x03(\t\"\xb0\x01\n\x0eStoredArtifact\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).powerfleet.v1.StoredArtifact.LabelsEntry\x12\x11\n\tstored_at\x18\x04 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x01\n\x0c\x45xportBundle\x12\r\n\x05magic\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x30\n\tartifacts\x18\x03 \x03(\x0b\x32\x1d.powerfleet.v1.StoredArtifact\x12(\n\x08profiles\x18\x04 \x03(\x0b\x32\x16.powerfleet.v1.Profile\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t*g\n\x06MadeBy\x12\x17\n\x13MADE_BY_UNSPECIFIED\x10\x00\x12\x19\n\x15MADE_BY_REFERENCE_FIT\x10\x01\x12\x14\n\x10MADE_BY_TRANSFER\x10\x02\x12\x13\n\x0fMADE_BY_SCRATCH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epowerfleet/v1/powerfleet.proto\x12\rpowerfleet.v1\"2\n\x04Knob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\"=\n\tKnobSpace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05knobs\x18\x02 \x03(\x0b\x32\x13.powerfleet.v1.Knob\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"l\n\x07Network\x12&\n\x07weights\x18\x01 \x03(\x0b\x32\x15.powerfleet.v1.Tensor\x12%\n\x06\x62iases\x18\x02 \x03(\x0b\x32\x15.powerfleet.v1.Tensor\x12\x12\n\nactivation\x18\x03 \x01(\t\"f\n\x06Linear\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_mean\x18\x02 \x03(\x01\x12\x13\n\x0b\x66\x65\x61ture_std\x18\x03 \x03(\x01\x12\x0c\n\x04\x63oef\x18\x04 \x03(\x01\x12\x11\n\tintercept\x18\x05 \x01(\x01\"\x98\x01\n\tComponent\x12\x0e\n\x06weight\x18\x01 \x01(\x01\x12\'\n\x07network\x18\x02 \x01(\x0b\x32\x16.powerfleet.v1.Network\x12\r\n\x05scale\x18\x03 \x01(\x01\x12\r\n\x05shift\x18\x04 \x01(\x01\x12%\n\x06linear\x18\x05 \x01(\x0b\x32\x15.powerfleet.v1.Linear\x12\r\n\x05label\x18\x06 \x01(\t\"\x9b\x02\n\x0bTargetModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x11\n\ttransform\x18\x03 \x01(\t\x12\x0e\n\x06y_mean\x18\x04 \x01(\x01\x12\r\n\x05y_std\x18\x05 \x01(\x01\x12\x0e\n\x06method\x18\x06 \x01(\t\x12,\n\ncomponents\x18\x07 \x03(\x0b\x32\x18.powerfleet.v1.Component\x12\x37\n\x07\x63v_mape\x18\x08 \x03(\x0b\x32&.powerfleet.v1.TargetModel.CvMapeEntry\x12\x16\n\x0e\x65rror_log_rmse\x18\t \x01(\x01\x1a-\n\x0b\x43vMapeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xfd\x02\n\x10PredictorPayload\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0b\x64\x65vice_type\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12\r\n\x05knobs\x18\x04 \x03(\t\x12\x17\n\x0fknob_transforms\x18\x05 \x03(\t\x12\x12\n\ninput_mean\x18\x06 \x03(\x01\x12\x11\n\tinput_std\x18\x07 \x03(\x01\x12+\n\x07targets\x18\x08 \x03(\x0b\x32\x1a.powerfleet.v1.TargetModel\x12&\n\x07made_by\x18\t \x01(\x0e\x32\x15.powerfleet.v1.MadeBy\x12\x11\n\tparent_id\x18\n \x01(\t\x12\x11\n\tn_samples\x18\x0b \x01(\r\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x12\n\ncreated_at\x18\r \x01(\x01\x12\x15\n\rsettings_json\x18\x0e \x01(\t\x12\'\n\x05space\x18\x0f \x01(\x0b\x32\x18.powerfleet.v1.KnobSpace\"[\n\x11PredictorArtifact\x12\r\n\x05magic\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"~\n\rProfileSample\x12\x13\n\x0bknob_values\x18\x01 \x03(\x01\x12\x0f\n\x07time_ms\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x13\n\x0b\x64\x65vice_unit\x18\x04 \x01(\x05\x12\x11\n\ttimestamp\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\"\x8e\x01\n\x07Profile\x12\x13\n\x0b\x64\x65vice_type\x18\x01 \x01(\t\x12\x10\n\x08workload\x18\x02 \x01(\t\x12\r\n\x05knobs\x18\x03 \x03(\t\x12-\n\x07samples\x18\x04 \x03(\x0b\x32\x1c.powerfleet.v1.ProfileSample\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x0e\n\x06merged\x18\x06 \x03(\t\"\xb0\x01\n\x0eStoredArtifact\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).powerfleet.v1.StoredArtifact.LabelsEntry\x12\x11\n\tstored_at\x18\x04 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc5\x01\n\x0c\x45xportBundle\x12\r\n\x05magic\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x30\n\tartifacts\x18\x03 \x03(\x0b\x32\x1d.powerfleet.v1.StoredArtifact\x12(\n\x08profiles\x18\x04 \x03(\x0b\x32\x16.powerfleet.v1.Profile\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0e\n\x06\x64igest\x18\x07 \x01(\t*g\n\x06MadeBy\x12\x17\n\x13MADE_BY_UNSPECIFIED\x10\x00\x12\x19\n\x15MADE_BY_REFERENCE_FIT\x10\x01\x12\x14\n\x10MADE_BY_TRANSFER\x10\x02\x12\x13\n\x0fMADE_BY_SCRATCH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGETMODEL_CVMAPEENTRY']._serialized_options = b'8\001'
   _globals['_STOREDARTIFACT_LABELSENTRY']._loaded_options = None
   _globals['_STOREDARTIFACT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_MADEBY']._serialized_start=1843
-  _globals['_MADEBY']._serialized_end=1946
+  _globals['_MADEBY']._serialized_start=2002
+  _globals['_MADEBY']._serialized_end=2105
   _globals['_KNOB']._serialized_start=49
   _globals['_KNOB']._serialized_end=99
   _globals['_KNOBSPACE']._serialized_start=101
@@ -45,24 +45,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_end=216
   _globals['_NETWORK']._serialized_start=218
   _globals['_NETWORK']._serialized_end=326
-  _globals['_COMPONENT']._serialized_start=328
-  _globals['_COMPONENT']._serialized_end=426
-  _globals['_TARGETMODEL']._serialized_start=429
-  _globals['_TARGETMODEL']._serialized_end=712
-  _globals['_TARGETMODEL_CVMAPEENTRY']._serialized_start=667
-  _globals['_TARGETMODEL_CVMAPEENTRY']._serialized_end=712
-  _globals['_PREDICTORPAYLOAD']._serialized_start=715
-  _globals['_PREDICTORPAYLOAD']._serialized_end=1096
-  _globals['_PREDICTORARTIFACT']._serialized_start=1098
-  _globals['_PREDICTORARTIFACT']._serialized_end=1189
-  _globals['_PROFILESAMPLE']._serialized_start=1191
-  _globals['_PROFILESAMPLE']._serialized_end=1317
-  _globals['_PROFILE']._serialized_start=1320
-  _globals['_PROFILE']._serialized_end=1462
-  _globals['_STOREDARTIFACT']._serialized_start=1465
-  _globals['_STOREDARTIFACT']._serialized_end=1641
-  _globals['_STOREDARTIFACT_LABELSENTRY']._serialized_start=1596
-  _globals['_STOREDARTIFACT_LABELSENTRY']._serialized_end=1641
-  _globals['_EXPORTBUNDLE']._serialized_start=1644
-  _globals['_EXPORTBUNDLE']._serialized_end=1841
+  _globals['_LINEAR']._serialized_start=328
+  _globals['_LINEAR']._serialized_end=430
+  _globals['_COMPONENT']._serialized_start=433
+  _globals['_COMPONENT']._serialized_end=585
+  _globals['_TARGETMODEL']._serialized_start=588
+  _globals['_TARGETMODEL']._serialized_end=871
+  _globals['_TARGETMODEL_CVMAPEENTRY']._serialized_start=826
+  _globals['_TARGETMODEL_CVMAPEENTRY']._serialized_end=871
+  _globals['_PREDICTORPAYLOAD']._serialized_start=874
+  _globals['_PREDICTORPAYLOAD']._serialized_end=1255
+  _globals['_PREDICTORARTIFACT']._serialized_start=1257
+  _globals['_PREDICTORARTIFACT']._serialized_end=1348
+  _globals['_PROFILESAMPLE']._serialized_start=1350
+  _globals['_PROFILESAMPLE']._serialized_end=1476
+  _globals['_PROFILE']._serialized_start=1479
+  _globals['_PROFILE']._serialized_end=1621
+  _globals['_STOREDARTIFACT']._serialized_start=1624
+  _globals['_STOREDARTIFACT']._serialized_end=1800
+  _globals['_STOREDARTIFACT_LABELSENTRY']._serialized_start=1755
+  _globals['_STOREDARTIFACT_LABELSENTRY']._serialized_end=1800
+  _globals['_EXPORTBUNDLE']._serialized_start=1803
+  _globals['_EXPORTBUNDLE']._serialized_end=2000
 # @@protoc_insertion_point(module_scope)

@@ -56,17 +56,35 @@ class Network(_message.Message):
     activation: str
     def __init__(self, weights: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., biases: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., activation: _Optional[str] = ...) -> None: ...
 
+class Linear(_message.Message):
+    __slots__ = ("features", "feature_mean", "feature_std", "coef", "intercept")
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_STD_FIELD_NUMBER: _ClassVar[int]
+    COEF_FIELD_NUMBER: _ClassVar[int]
+    INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    features: str
+    feature_mean: _containers.RepeatedScalarFieldContainer[float]
+    feature_std: _containers.RepeatedScalarFieldContainer[float]
+    coef: _containers.RepeatedScalarFieldContainer[float]
+    intercept: float
+    def __init__(self, features: _Optional[str] = ..., feature_mean: _Optional[_Iterable[float]] = ..., feature_std: _Optional[_Iterable[float]] = ..., coef: _Optional[_Iterable[float]] = ..., intercept: _Optional[float] = ...) -> None: ...
+
 class Component(_message.Message):
-    __slots__ = ("weight", "network", "scale", "shift")
+    __slots__ = ("weight", "network", "scale", "shift", "linear", "label")
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     SHIFT_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     weight: float
     network: Network
     scale: float
     shift: float
-    def __init__(self, weight: _Optional[float] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., scale: _Optional[float] = ..., shift: _Optional[float] = ...) -> None: ...
+    linear: Linear
+    label: str
+    def __init__(self, weight: _Optional[float] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., scale: _Optional[float] = ..., shift: _Optional[float] = ..., linear: _Optional[_Union[Linear, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class TargetModel(_message.Message):
     __slots__ = ("name", "column", "transform", "y_mean", "y_std", "method", "components", "cv_mape", "error_log_rmse")

@@ -18,6 +18,8 @@ EMC_HZ = (204000000, 665600000, 2133000000, 3199000000)
 #: PowerTrain reference grid: even core counts, every other CPU step plus the maximum.
 GRID_CPU_KHZ = (*range(268800, 2112000 + 1, 153600), 2201600)  # 14 values [SCRIPT]
 
+CPU_CLUSTERS = (4, 4, 4)  # cores per cluster (cpufreq policy), cpu0 first
+
 BOARD = BoardSpec(
     name="orin-agx",
     description="Jetson AGX Orin 64GB / 32GB dev kit (p3701-0000/0005), JetPack 5",
@@ -36,11 +38,12 @@ BOARD = BoardSpec(
         name="orin-agx", gpu_cuda_cores=2048, gpu_tpcs=8, gpu_arch_efficiency=0.85,
         gpu_elem_efficiency=0.25, mem_bus_bytes=64.0, mem_efficiency=0.75, cpu_ipc=1.0,
         launch_kcycles=40.0, cpu_mem_stall=0.02,
-        gpu_vf=VfCurve(420.0, 1300.5, 0.60, 0.98), cpu_vf=VfCurve(730.0, 2201.6, 0.60, 1.00),
-        base_w=6.35, cpu_core_w=1.15, cpu_idle_core_w=0.07, gpu_dyn_w=33.0, gpu_leak_w=1.3,
+        gpu_vf=VfCurve(420.0, 1300.5, 0.72, 0.98), cpu_vf=VfCurve(730.0, 2201.6, 0.70, 1.00, 2.0),
+        base_w=6.65, cpu_core_w=1.08, cpu_idle_core_w=0.03, gpu_dyn_w=35.0, gpu_leak_w=1.3,
         mem_static_w_per_ghz=0.45, mem_pj_per_byte=45.0,
         thermal_r_c_per_w=0.95, thermal_r_quiet_c_per_w=1.9, thermal_tau_s=90.0,
         max_cpu_mhz=2201.6, max_gpu_mhz=1300.5, max_mem_mhz=3199.0,
+        cpu_clusters=CPU_CLUSTERS, cpu_cluster_w=0.45, gpu_activity_floor=0.45,
     ),
     sysfs=SysfsLayout(
         soc_id=35,
@@ -52,6 +55,6 @@ BOARD = BoardSpec(
                           "/sys/class/devfreq/17000000.gpu",
                           "/sys/devices/17000000.ga10b/devfreq/17000000.ga10b",  # JetPack 5
                           "/sys/devices/gpu.0/devfreq/17000000.ga10b"),
-        cpu_clusters=(4, 4, 4),
+        cpu_clusters=CPU_CLUSTERS,
     ),
 )

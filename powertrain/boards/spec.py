@@ -10,7 +10,7 @@ all derive from it, so adding a board type is one new module in this package.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -34,6 +34,67 @@ class VfCurve:
         """Rail voltage (V) at frequency ``f_mhz``."""
         x = np.clip((np.asarray(f_mhz, float) - self.knee_mhz) / (self.max_mhz - self.knee_mhz), 0, 1)
         return self.v_min + (self.v_max - self.v_min) * x**self.exponent
+
+
+@dataclass(frozen=True)
+class Roughness:
+    """Persistent per-mode deviations of a board from the smooth model (1 sigma, log units).
+
+    Per mode, on top of the mechanisms:
+
+    * GPU kernel time is scaled by ``exp(gpu_mode * e_gpu)`` (kernel selection, launch
+      batching, cache behaviour at that clock combination) and host work (launches,
+      framework, data loading) by ``exp(host_mode * e_host)`` (core placement, scheduler
+      domains, cluster and interconnect clocks of that configuration); host-side effects are
+      larger and less regular, which is why host-bound training is the hardest to predict;
+    * the minibatch time by ``exp(time_field * F(z) + time_unit * e_unit)`` and board power
+      by ``exp(power_field * F'(z) + power_mode * e_power + power_unit * e'_unit)``.
+
+    ``F`` is a unit-variance smooth random field over the knobs - cores and CPU and GPU clocks
+    as fractions of their maxima, the EMC clock in octaves - scaled by ``length`` (neighbouring
+    modes see nearly the same field): what the smooth model gets wrong about the real
+    workload. The
+    ``e`` are independent standard normals per mode. All are clipped at ``clip`` sigmas, so a
+    wrong-way step between neighbouring modes stays small. Everything except ``e_unit``
+    belongs to the board type and workload - every unit of the type shares it ("minimal
+    variability" across identical boards, SIGMETRICS) - and ``board_share`` of the per-mode
+    variance is common to every workload on the type (the mode's clock and memory set-up).
+
+    Separately, every entry of a clock table runs at its own achieved speed: the GPU and CPU
+    clocks a DVFS table entry actually delivers and the DRAM efficiency of each EMC timing
+    table differ from nominal by ``*_opp``; these act through the physics too (a slow GPU
+    entry slows GPU-bound work only).
+    """
+
+    time_field: float = 0.04
+    gpu_mode: float = 0.04
+    host_mode: float = 0.06
+    time_unit: float = 0.01
+    power_field: float = 0.012
+    power_mode: float = 0.012
+    power_unit: float = 0.006
+    gpu_opp: float = 0.025
+    cpu_opp: float = 0.03
+    mem_opp: float = 0.03
+    length: float = 0.2
+    board_share: float = 0.5
+    clip: float = 2.0
+    features: int = 32
+
+    @classmethod
+    def off(cls) -> Roughness:
+        """The smooth model: no per-mode deviations."""
+        return cls(time_field=0.0, gpu_mode=0.0, host_mode=0.0, time_unit=0.0, power_field=0.0, power_mode=0.0,
+                   power_unit=0.0, gpu_opp=0.0, cpu_opp=0.0, mem_opp=0.0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any deviation is non-zero."""
+        return any(getattr(self, f.name) > 0 for f in fields(self) if f.name.endswith(_SIGMAS))
+
+
+_SIGMAS = ("_field", "_mode", "_unit", "_opp")
+
 
 
 @dataclass(frozen=True)
@@ -68,6 +129,18 @@ class BoardPhysics:
     leak_doubling_c: float = 35.0  # leakage doubles every this many degrees
     trip_c: float = 99.0  # passive throttling trip (cpu-thermal sw-throttle)
     release_c: float = 96.0  # throttling steps back below this (hysteresis)
+    cpu_clusters: tuple[int, ...] = ()  # cores per CPU cluster, in onlining order (cpu0 first)
+    cpu_cluster_w: float = 0.0  # one online cluster (L3/DSU) at max CPU clock and voltage, 25 C
+    gpu_activity_floor: float = 0.0  # switching activity of a running GPU at pinned clocks when idle
+    roughness: Roughness = field(default_factory=Roughness)
+
+    def clusters_online(self, cpu_cores: FloatArray) -> FloatArray:
+        """Clusters with at least one online core (cores are onlined in order, cpu0 first)."""
+        cores = np.asarray(cpu_cores, float)
+        if not self.cpu_clusters:
+            return np.zeros_like(cores)
+        starts = np.cumsum((0, *self.cpu_clusters[:-1]))
+        return np.asarray((cores[..., None] > starts).sum(axis=-1), float)
 
 
 @dataclass(frozen=True)
@@ -129,6 +202,11 @@ class BoardSpec:
     physics: BoardPhysics
     sysfs: SysfsLayout
     sources: Mapping[str, str] = field(default_factory=dict)  # table -> where it comes from
+
+    def __post_init__(self) -> None:
+        if self.physics.cpu_clusters != self.sysfs.cpu_clusters:
+            raise ValueError(f"{self.name}: physics and sysfs disagree on the CPU clusters "
+                             f"({self.physics.cpu_clusters} vs {self.sysfs.cpu_clusters})")
 
     @property
     def cores(self) -> int:

@@ -16,6 +16,8 @@ GPU_HZ = (114750000, 216750000, 318750000, 420750000, 522750000, 624750000, 6757
 EMC_HZ = (204000000, 408000000, 665600000, 800000000, 1065600000, 1331200000, 1600000000,
           1866000000, 2133000000)
 
+CPU_CLUSTERS = (2, 2, 2, 2)  # cores per cluster (cpufreq policy), cpu0 first
+
 BOARD = BoardSpec(
     name="xavier-agx",
     description="Jetson AGX Xavier (p2888)",
@@ -40,10 +42,11 @@ BOARD = BoardSpec(
         gpu_elem_efficiency=0.25, mem_bus_bytes=64.2, mem_efficiency=0.70, cpu_ipc=0.75,
         launch_kcycles=40.0, cpu_mem_stall=0.02,
         gpu_vf=VfCurve(520.0, 1377.0, 0.60, 1.05), cpu_vf=VfCurve(800.0, 2265.6, 0.60, 1.05),
-        base_w=6.45, cpu_core_w=1.35, cpu_idle_core_w=0.09, gpu_dyn_w=22.0, gpu_leak_w=1.1,
+        base_w=4.10, cpu_core_w=1.35, cpu_idle_core_w=0.03, gpu_dyn_w=22.0, gpu_leak_w=1.1,
         mem_static_w_per_ghz=0.55, mem_pj_per_byte=60.0,
         thermal_r_c_per_w=1.3, thermal_r_quiet_c_per_w=2.6, thermal_tau_s=90.0,
         max_cpu_mhz=2265.6, max_gpu_mhz=1377.0, max_mem_mhz=2133.0,
+        cpu_clusters=CPU_CLUSTERS, cpu_cluster_w=0.30, gpu_activity_floor=0.45,
     ),
     sysfs=SysfsLayout(
         soc_id=25,
@@ -51,6 +54,6 @@ BOARD = BoardSpec(
         model_fragments=("agx xavier", "jetson-agx"),  # jetson-agx: L4T r32 downstream device tree
         gpu_devfreq_dirs=("/sys/devices/17000000.gv11b/devfreq/17000000.gv11b",
                           "/sys/devices/gpu.0/devfreq/17000000.gv11b"),
-        cpu_clusters=(2, 2, 2, 2),
+        cpu_clusters=CPU_CLUSTERS,
     ),
 )

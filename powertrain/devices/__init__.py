@@ -1,8 +1,9 @@
 """Devices: the ``Device`` interface, its backends, and the factory that picks one.
 
-``make_device("sim:orin-nano?seed=3&unit=2")`` builds a simulated Orin Nano; other backends
-register a builder in :data:`BACKENDS` under their scheme name. Code above this package sees
-only :class:`Device`.
+``make_device("sim:orin-nano?seed=3&unit=2")`` builds a simulated Orin Nano (options: seed,
+unit, throttle, fan, ambient_c, noise=0 for exact readings, rough=0 for the smooth nominal
+model); other backends register a builder in :data:`BACKENDS` under their scheme name. Code
+above this package sees only :class:`Device`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from powertrain.errors import InvalidParameterError, UnknownNameError
 Builder = Callable[[str, dict[str, str]], Device]
 
 
-_SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise")
+_SIM_OPTIONS = ("seed", "unit", "throttle", "fan", "ambient_c", "noise", "rough")
 
 
 def _build_sim(device_type: str, options: dict[str, str]) -> Device:
@@ -34,6 +35,7 @@ def _build_sim(device_type: str, options: dict[str, str]) -> Device:
         fan=options.get("fan", "max"),
         ambient_c=parse_float("ambient_c", options.get("ambient_c", "25")),
         noise=noise,
+        rough=parse_bool("rough", options.get("rough", "1")),
     )
 
 

@@ -1,10 +1,14 @@
 """``SimulatedJetson``: a Jetson board on a virtual clock, driven by the physical model.
 
-Beyond the steady-state model in :mod:`powertrain.devices.physics` it adds what a real board
-shows when measured: a warm-up transient after every mode change (and a longer cold start),
-lagging power readings, per-window and per-minibatch noise with rare stalls, small
-unit-to-unit variation, a thermal RC model whose temperature raises leakage, and (switchable)
-passive throttling above the trip point. Nothing sleeps: time advances by modelled durations.
+Beyond the steady-state model in :mod:`powertrain.devices.physics` (which already includes the
+board's persistent roughness) it adds what a real board shows when measured: a warm-up
+transient after every mode change (and a longer cold start), lagging power, per-window and
+per-minibatch time noise with rare stalls, small unit-to-unit variation, a thermal RC model
+whose temperature raises leakage, (switchable) passive throttling above the trip point, and
+power read the way tegrastats/jtop read it: one sample about every second, with jitter, each
+catching the board at some point of its training step. A run reports the mean of the samples
+that fall in its window; the energy meter integrates the readings (each held until the
+next). Nothing sleeps: time advances by modelled durations.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from powertrain.boards import BoardPhysics, get_board
+from powertrain.boards.spec import Roughness
 from powertrain.devices.base import Device, DeviceInfo, GroundTruth, RunResult, StepFn
 from powertrain.devices.physics import (
     Evaluation,
@@ -25,6 +30,7 @@ from powertrain.devices.physics import (
     evaluate,
     idle_power_w,
     steady_temperature_c,
+    with_overrides,
 )
 from powertrain.errors import DeviceError, check_choice, check_range
 from powertrain.space import Mode
@@ -33,22 +39,40 @@ from powertrain.workloads import Workload, resolve_workload
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """Measurement noise of a simulated board (fractions, 1 sigma)."""
+    """Measurement noise of a simulated board (fractions, 1 sigma, unless a unit is named)."""
 
     time_window_sigma: float = 0.02  # per measurement window: system state, clocks, caches
+    time_window_host_sigma: float = 0.02  # more for host-bound windows (OS jitter, GC), by host share
     time_minibatch_sigma: float = 0.03  # per minibatch jitter (averages out over a window)
     stall_probability: float = 0.005  # per minibatch: GC, page-cache miss, loader hiccup
     stall_factor: tuple[float, float] = (1.5, 3.0)
-    power_window_sigma: float = 0.012  # per window: sensor offset, rail sampling
+    power_offset_sigma: float = 0.005  # per window: rail offset and averaging drift
     warmup_amplitude: float = 0.6  # extra time of the first minibatch after a mode change
     warmup_minibatches: float = 1.5  # e-folding length of that transient
     cold_amplitude: float = 3.0  # first minibatches after start (allocator, cuDNN autotune)
     power_lag_s: float = 0.5  # time constant of power settling after a change
+    power_sample_period_s: float = 1.0  # tegrastats/jtop interval; 0 = continuous, exact metering
+    power_sample_jitter_s: float = 0.2  # each interval deviates by up to this much (uniform)
+    power_sample_sigma: float = 0.08  # of the dynamic power: where in the step a sample lands
 
     @classmethod
     def off(cls) -> NoiseModel:
         """No noise and no transients: exact steady-state values (for tests and oracles)."""
-        return cls(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 1.0, 0.0, 0.0)
+        return cls(time_window_sigma=0.0, time_window_host_sigma=0.0, time_minibatch_sigma=0.0, stall_probability=0.0,
+                   stall_factor=(1.0, 1.0), power_offset_sigma=0.0, warmup_amplitude=0.0,
+                   warmup_minibatches=1.0, cold_amplitude=0.0, power_lag_s=0.0,
+                   power_sample_period_s=0.0, power_sample_jitter_s=0.0, power_sample_sigma=0.0)
+
+    def power_window_sigma(self, window_s: float | np.ndarray = 20.0,
+                           dynamic_share: float = 0.6) -> float | np.ndarray:
+        """Relative error (1 sigma) of a window's mean power: the rail offset plus the spread of
+        its ``window_s / power_sample_period_s`` readings (``dynamic_share`` of the power moves
+        within a step). For engines and oracles that draw one number per window."""
+        if self.power_sample_period_s <= 0:
+            return self.power_offset_sigma
+        readings = np.maximum(1.0, np.asarray(window_s, float) / self.power_sample_period_s)
+        out = np.hypot(self.power_offset_sigma, dynamic_share * self.power_sample_sigma / np.sqrt(readings))
+        return float(out) if out.ndim == 0 else out
 
 
 _SWITCH_S = 0.05  # time to retarget clocks and online cores
@@ -57,7 +81,11 @@ _THROTTLE_CHECK_S = 1.0  # thermal zone polling interval (cpu-thermal: 1000 ms)
 
 
 class SimulatedJetson(Device):
-    """A simulated Jetson of type ``device_type``; deterministic for ``(seed, unit)``."""
+    """A simulated Jetson of type ``device_type``; deterministic for ``(seed, unit)``.
+
+    ``unit`` is the physical board (its manufacturing variation and roughness), ``seed`` the
+    measurement noise of this session; ``rough=False`` gives the smooth nominal model.
+    """
 
     simulated = True
 
@@ -71,11 +99,14 @@ class SimulatedJetson(Device):
         fan: str = "max",
         ambient_c: float = 25.0,
         noise: NoiseModel | None = None,
+        rough: bool = True,
     ) -> None:
         spec = get_board(device_type)
         check_range("unit", unit, low=0)
         super().__init__(spec.space, unit)
         self._board: BoardPhysics = spec.physics
+        if not rough:  # the smooth nominal model (sensitivity studies, tests of the mechanisms)
+            self._board = with_overrides(self._board, roughness=Roughness.off())
         check_choice("fan", fan, ["max", "quiet"])
         check_range("ambient_c", ambient_c, low=-20, high=60)
         self._seed = int(seed)
@@ -90,12 +121,20 @@ class SimulatedJetson(Device):
         self._since_change = 0
         self._cold = True
         self._clock_s = 0.0
-        self._energy_j = 0.0
+        self._true_energy_j = 0.0  # what the board physically drew
+        self._meter_j = 0.0  # integrated power readings up to _meter_t_s
+        self._meter_t_s = 0.0
+        self._window: list[float] | None = None  # samples of the run in progress
+        self._last_eval: tuple[tuple[object, ...], Evaluation] | None = None
+        self._offset = 1.0  # rail offset of the run in progress
         self._throttle_level = 0
         self._next_thermal_check_s = _THROTTLE_CHECK_S
         self._temp_c = self._ambient_c
         self._last_check_temp_c = self._ambient_c
         self._power_w = self._idle_power()
+        self._reading_w = self._power_w  # the power reading in force (held until the next sample)
+        period = self._noise.power_sample_period_s
+        self._next_sample_s = float(self._rng.uniform(0.0, period)) if period > 0 else math.inf
         self._temp_c = float(steady_temperature_c(self._board, self._power_w, self._ambient_c,
                                                   fan, self._variation))
 
@@ -131,8 +170,16 @@ class SimulatedJetson(Device):
         return dict(self._mode)
 
     def energy_j(self) -> float:
-        """Cumulative energy on the virtual clock."""
-        return self._energy_j
+        """Cumulative energy as the board's power readings report it (J).
+
+        The integral of the sampled readings, each held until the next sample (exact with
+        continuous metering); this is what a user integrating tegrastats/jtop gets.
+        """
+        return self._meter_j + self._reading_w * (self._clock_s - self._meter_t_s)
+
+    def true_energy_j(self) -> float:
+        """Cumulative energy the board physically drew (J); simulation only, for scoring."""
+        return self._true_energy_j
 
     def now_s(self) -> float:
         """Virtual clock."""
@@ -146,8 +193,8 @@ class SimulatedJetson(Device):
     def info(self) -> DeviceInfo:
         """Describe the device, including the simulation settings."""
         base = super().info()
-        details = {"seed": self._seed, "throttle": self._throttle_enabled, "fan": self._fan,
-                   "ambient_c": self._ambient_c, "temperature_c": round(self._temp_c, 1)}
+        details = {"seed": self._seed, "rough": self._board.roughness.enabled, "throttle": self._throttle_enabled,
+                   "fan": self._fan, "ambient_c": self._ambient_c, "temperature_c": round(self._temp_c, 1)}
         return DeviceInfo(base.device_type, base.unit, "sim", base.space, base.knobs,
                           base.presets, base.mode_count, details)
 
@@ -156,9 +203,13 @@ class SimulatedJetson(Device):
         wl = resolve_workload(workload)
         check_range("n_minibatches", n_minibatches, low=1)
         nz = self._noise
-        start_s, start_e = self._clock_s, self._energy_j
-        window_time = math.exp(self._rng.normal(0.0, nz.time_window_sigma)) if nz.time_window_sigma else 1.0
-        window_power = 1.0 + (self._rng.normal(0.0, nz.power_window_sigma) if nz.power_window_sigma else 0.0)
+        start_s, start_true = self._clock_s, self._true_energy_j
+        window_sigma = nz.time_window_sigma + nz.time_window_host_sigma * float(
+            np.asarray(self._evaluate_current(wl).host_share).ravel()[0])
+        window_time = math.exp(self._rng.normal(0.0, window_sigma)) if window_sigma else 1.0
+        self._offset = 1.0 + (self._rng.normal(0.0, nz.power_offset_sigma) if nz.power_offset_sigma else 0.0)
+        self._window = []
+        start_meter = self.energy_j()
         times = np.empty(int(n_minibatches))
         level_evaluated = -1
         ev: Evaluation | None = None
@@ -180,23 +231,30 @@ class SimulatedJetson(Device):
                 step(i)
             # A slower (warm-up or stalled) minibatch does the same work, so its dynamic power
             # is spread thinner; leakage follows the junction temperature.
+            dynamic = float(ev.parts_w["dynamic"][0]) / (warm * jitter)
             target = (float(ev.parts_w["static"][0])
-                      + float(ev.parts_w["leakage"][0]) * self._leak_scale()
-                      + float(ev.parts_w["dynamic"][0]) / (warm * jitter))
-            mean_p = self._settle(target, dt)
-            self._energy_j += mean_p * dt * window_power
-            self._clock_s += dt
-            self._update_thermal(mean_p, dt)
+                      + float(ev.parts_w["leakage"][0]) * self._leak_scale() + dynamic)
+            self._advance(dt, target, dynamic)
             times[i] = dt * 1000.0
             self._since_change += 1
         if self._since_change > 10:
             self._cold = False
+        samples, self._window, offset = self._window, None, self._offset
+        self._offset = 1.0
         duration = self._clock_s - start_s
-        energy = self._energy_j - start_e
+        if nz.power_sample_period_s > 0:
+            # the mean of the readings taken in the window; a window shorter than the sampling
+            # interval may hold none, and then the reading in force is all a user has
+            mean_power = float(np.mean(samples)) if samples else self._reading_w
+        else:
+            mean_power = (self.energy_j() - start_meter) / duration
+        true_mean = (self._true_energy_j - start_true) / duration
         return RunResult(
             workload=wl.name, mode=dict(self._mode), minibatch_time_ms=times,
-            mean_power_w=energy / duration, energy_j=energy, start_s=start_s, duration_s=duration,
-            extra={"temperature_c": self._temp_c, "throttle_level": self._throttle_level},
+            mean_power_w=mean_power, energy_j=mean_power * duration, start_s=start_s, duration_s=duration,
+            extra={"temperature_c": self._temp_c, "throttle_level": self._throttle_level,
+                   "power_samples": len(samples or []), "true_mean_power_w": true_mean,
+                   "power_offset": offset},
         )
 
     def snapshot(self) -> dict[str, float | int | str | bool]:
@@ -205,7 +263,9 @@ class SimulatedJetson(Device):
         snap.update({
             "device_type": self.device_type, "unit": self._unit, "seed": self._seed,
             "tpc_fraction": self._tpc_fraction, "since_change": self._since_change, "cold": self._cold,
-            "clock_s": self._clock_s, "energy_j": self._energy_j, "throttle_level": self._throttle_level,
+            "clock_s": self._clock_s, "true_energy_j": self._true_energy_j, "meter_j": self._meter_j,
+            "meter_t_s": self._meter_t_s, "reading_w": self._reading_w, "next_sample_s": self._next_sample_s,
+            "throttle_level": self._throttle_level,
             "next_thermal_check_s": self._next_thermal_check_s,
             "last_check_temp_c": self._last_check_temp_c, "power_w": self._power_w, "temp_c": self._temp_c,
             "rng": json.dumps(self._rng.bit_generator.state),
@@ -227,7 +287,11 @@ class SimulatedJetson(Device):
             self._since_change = int(snapshot["since_change"])
             self._cold = bool(snapshot["cold"])
             self._clock_s = float(snapshot["clock_s"])
-            self._energy_j = float(snapshot["energy_j"])
+            self._true_energy_j = float(snapshot["true_energy_j"])
+            self._meter_j = float(snapshot["meter_j"])
+            self._meter_t_s = float(snapshot["meter_t_s"])
+            self._reading_w = float(snapshot["reading_w"])
+            self._next_sample_s = float(snapshot["next_sample_s"])
             self._throttle_level = int(snapshot["throttle_level"])
             self._next_thermal_check_s = float(snapshot["next_thermal_check_s"])
             self._last_check_temp_c = float(snapshot["last_check_temp_c"])
@@ -249,7 +313,7 @@ class SimulatedJetson(Device):
         """Noise-free steady state of ``modes`` and this board's window noise (see ``Device``)."""
         tpc = 1.0 if preset is None else self.preset_tpc_fraction(preset)
         return GroundTruth(self.true_performance(workload, modes, tpc_fraction=tpc),
-                           self._noise.time_window_sigma, self._noise.power_window_sigma)
+                           self._noise.time_window_sigma, float(self._noise.power_window_sigma()))
 
     def true_performance(self, workload: Workload | str, modes: pd.DataFrame | None = None,
                          tpc_fraction: float = 1.0) -> pd.DataFrame:
@@ -316,9 +380,13 @@ class SimulatedJetson(Device):
 
     def _evaluate_current(self, wl: Workload) -> Evaluation:
         m = self._effective()
-        return evaluate(self._board, wl, np.array([m["cpu_cores"]]), np.array([m["cpu_mhz"]]),
-                        np.array([m["gpu_mhz"]]), np.array([m["mem_mhz"]]),
-                        tpc_fraction=self._tpc_fraction, temp_c=25.0, unit=self._variation)
+        key = (wl.name, m["cpu_cores"], m["cpu_mhz"], m["gpu_mhz"], m["mem_mhz"], self._tpc_fraction)
+        if self._last_eval is None or self._last_eval[0] != key:  # steady state is a pure function
+            ev = evaluate(self._board, wl, np.array([m["cpu_cores"]]), np.array([m["cpu_mhz"]]),
+                          np.array([m["gpu_mhz"]]), np.array([m["mem_mhz"]]),
+                          tpc_fraction=self._tpc_fraction, temp_c=25.0, unit=self._variation)
+            self._last_eval = (key, ev)
+        return self._last_eval[1]
 
     def _leak_scale(self) -> float:
         return float(2.0 ** ((self._temp_c - 25.0) / self._board.leak_doubling_c))
@@ -344,11 +412,37 @@ class SimulatedJetson(Device):
         remaining = duration_s
         while remaining > 1e-12:
             dt = min(remaining, 5.0)
-            p = self._settle(self._idle_power(), dt)
-            self._energy_j += p * dt
-            self._clock_s += dt
-            self._update_thermal(p, dt)
+            self._advance(dt, self._idle_power(), 0.0)
             remaining -= dt
+
+    def _advance(self, dt: float, target_w: float, dynamic_w: float) -> None:
+        """Advance the clock by ``dt`` while power relaxes towards ``target_w``; take the power
+        samples that fall in the interval and meter them (``dynamic_w`` sets their spread)."""
+        t0, start_w = self._clock_s, self._power_w
+        mean_p = self._settle(target_w, dt)
+        self._true_energy_j += mean_p * dt
+        nz = self._noise
+        if nz.power_sample_period_s <= 0:  # continuous metering: readings are the exact power
+            self._meter_j += mean_p * self._offset * dt
+            self._meter_t_s = t0 + dt
+            self._reading_w = self._power_w * self._offset
+        else:
+            tau = nz.power_lag_s
+            while self._next_sample_s < t0 + dt:
+                at = self._next_sample_s
+                settled = target_w if tau <= 0 else target_w + (start_w - target_w) * math.exp(-(at - t0) / tau)
+                value = settled * self._offset
+                if nz.power_sample_sigma and dynamic_w > 0:
+                    value += float(self._rng.normal(0.0, nz.power_sample_sigma * dynamic_w))
+                self._meter_j += self._reading_w * (at - self._meter_t_s)
+                self._meter_t_s = at
+                self._reading_w = value
+                if self._window is not None:
+                    self._window.append(value)
+                jitter = float(self._rng.uniform(-nz.power_sample_jitter_s, nz.power_sample_jitter_s))
+                self._next_sample_s = at + max(nz.power_sample_period_s + jitter, 1e-3)
+        self._clock_s = t0 + dt
+        self._update_thermal(mean_p, dt)
 
     def _update_thermal(self, power_w: float, dt: float) -> None:
         t_ss = float(steady_temperature_c(self._board, power_w, self._ambient_c, self._fan,

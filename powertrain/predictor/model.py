@@ -21,13 +21,17 @@ Design choices (see ``docs/predictor.md`` for the measurements behind them):
 * **Transfer goes beyond fine-tuning**: with k samples, k-fold cross-validation scores every
   candidate - the reference shifted by a fitted factor (``rescale``), fine-tuning from the
   reference with an L2 pull towards its weights (``finetune``), a network from scratch
-  (``scratch``) and blends of the last two - each at several training lengths, for time and
-  power separately, and keeps the best. The CV errors and the choice are recorded, so a
-  workload where transfer is worse than scratch is noticed, not assumed away.
+  (``scratch``), a ridge regression on polynomial knob features (``ridge``: log knobs,
+  reciprocals, squares and pairwise products; strong where time is a sum of 1/clock terms,
+  as on CPU-bound workloads) and blends of those three on a grid of weights - the networks
+  each at several training lengths, for time and power separately, and keeps the best. The
+  CV errors and the choice are recorded, so a workload where transfer is worse than scratch
+  is noticed, not assumed away.
 """
 
 from __future__ import annotations
 
+import itertools
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +50,7 @@ from powertrain.errors import (
 from powertrain.predictor import nets
 from powertrain.predictor.state import (
     ComponentState,
+    LinearState,
     NetworkState,
     PredictorState,
     TargetState,
@@ -54,8 +59,9 @@ from powertrain.profile_io import MAX_POWER_W, MAX_TIME_MS, check_values, single
 from powertrain.space import JETSON_KNOBS
 
 TARGETS = ("time", "power")
-TRANSFER_METHODS = ("rescale", "finetune", "scratch", "blend")
-_BLEND_WEIGHTS = (0.25, 0.5, 0.75)
+TRANSFER_METHODS = ("rescale", "finetune", "scratch", "ridge", "blend")
+_BLEND_STEP = 0.25  # blend weights of finetune / scratch / ridge on this grid (sum 1, two or more > 0)
+_RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 _MIN_FIT_ROWS = 20
 _MIN_TRANSFER_ROWS = 3
 
@@ -107,7 +113,7 @@ class PowerTrainPredictor:
         fit_lr: float = 3e-3,
         transfer_steps: int = 400,
         finetune_lr: float = 1e-2,
-        finetune_anchor: float = 1e-3,
+        finetune_anchor: float | Sequence[float] = (1e-3, 3e-2, 1.0),
         scratch_lr: float = 1e-2,
         scratch_weight_decay: float = 1e-4,
         cv_folds: int = 5,
@@ -125,7 +131,8 @@ class PowerTrainPredictor:
         self.fit_lr = fit_lr
         self.transfer_steps = transfer_steps
         self.finetune_lr = finetune_lr
-        self.finetune_anchor = finetune_anchor
+        self.finetune_anchor = (float(finetune_anchor) if isinstance(finetune_anchor, int | float)
+                                else tuple(float(a) for a in finetune_anchor))
         self.scratch_lr = scratch_lr
         self.scratch_weight_decay = scratch_weight_decay
         self.cv_folds = cv_folds
@@ -141,7 +148,9 @@ class PowerTrainPredictor:
             "hidden": list(self.hidden), "activation": self.activation, "members": self.members,
             "fit_steps": self.fit_steps, "fit_batch_size": self.fit_batch_size, "fit_lr": self.fit_lr,
             "transfer_steps": self.transfer_steps, "finetune_lr": self.finetune_lr,
-            "finetune_anchor": self.finetune_anchor, "scratch_lr": self.scratch_lr,
+            "finetune_anchor": (self.finetune_anchor if isinstance(self.finetune_anchor, float)
+                                else list(self.finetune_anchor)),
+            "scratch_lr": self.scratch_lr,
             "scratch_weight_decay": self.scratch_weight_decay, "cv_folds": self.cv_folds,
             "transfer_methods": list(self.transfer_methods), "seed": self.seed,
         }
@@ -161,12 +170,20 @@ class PowerTrainPredictor:
         check_range("cv_folds", self.cv_folds, low=2)
         for name in ("fit_lr", "finetune_lr", "scratch_lr"):
             check_range(name, getattr(self, name), low=0, low_inclusive=False)
-        for name in ("finetune_anchor", "scratch_weight_decay"):
-            check_range(name, getattr(self, name), low=0)
+        check_range("scratch_weight_decay", self.scratch_weight_decay, low=0)
+        if not self.anchors():
+            raise InvalidParameterError("finetune_anchor must be a number or a non-empty list of numbers")
+        for a in self.anchors():
+            check_range("finetune_anchor", a, low=0)
         for m in self.transfer_methods:
             check_choice("transfer method", m, TRANSFER_METHODS)
         if not self.transfer_methods:
             raise InvalidParameterError(f"transfer_methods must name at least one of {TRANSFER_METHODS}")
+
+    def anchors(self) -> tuple[float, ...]:
+        """Fine-tuning anchor strengths cross-validation chooses from (one or several)."""
+        a = self.finetune_anchor
+        return (a,) if isinstance(a, float) else tuple(a)
 
     # ------------------------------------------------------------------ data checks
     def _check_frame(self, frame: pd.DataFrame, min_rows: int, what: str,
@@ -246,8 +263,8 @@ class PowerTrainPredictor:
             targets.append(TargetState(
                 name=name, column=col, transform="log", y_mean=stats[t][0], y_std=stats[t][1],
                 method="reference",
-                components=(ComponentState(1.0, nets.to_network_state(nets.select(best, sel),
-                                                                      self.activation)),),
+                components=(ComponentState(1.0, nets.to_network_state(nets.select(best, sel), self.activation),
+                                           label="reference"),),
                 cv_mape={"reference": mape}, error_log_rmse=log_rmse,
             ))
         self.state_ = PredictorState(
@@ -302,7 +319,7 @@ class PowerTrainPredictor:
         outs = []
         for name in TARGETS:
             tgt = state.target(name)
-            mean, sd = target_outputs(tgt, x)
+            mean, sd = target_outputs(tgt, x, raw, state.knob_transforms)
             log_mean = mean * tgt.y_std + tgt.y_mean
             log_sd = np.sqrt((sd * tgt.y_std) ** 2 + tgt.error_log_rmse**2)
             outs.append((np.exp(log_mean), log_sd))
@@ -339,8 +356,10 @@ class PowerTrainPredictor:
             "n_samples": s.n_samples, "parent_id": s.parent_id, "seed": s.seed,
             "targets": {t.name: {"column": t.column, "method": t.method, "cv_mape": dict(t.cv_mape),
                                  "error_log_rmse": t.error_log_rmse,
-                                 "members": t.components[0].network.members,
-                                 "hidden": list(t.components[0].network.hidden)} for t in s.targets},
+                                 "weights": {c.label or f"component {i}": c.weight
+                                             for i, c in enumerate(t.components)},
+                                 "members": _base_network(t).members,
+                                 "hidden": list(_base_network(t).hidden)} for t in s.targets},
         }
 
 
@@ -348,15 +367,16 @@ class _TransferRun:
     """One transfer: trains every candidate for both targets in a single batched run, then
     scores them by k-fold cross-validation on the samples and assembles the winners.
 
-    Net layout of the batched run: for each target, for each trained method
-    (``finetune``/``scratch``), ``k_folds`` fold nets (each blind to its fold) followed by
-    ``members`` final nets trained on every sample.
+    Net layout of the batched run: for each target, for each trained variant (``finetune``
+    at each anchor strength, ``scratch``), ``k_folds`` fold nets (each blind to its fold)
+    followed by ``members`` final nets trained on every sample.
     """
 
     def __init__(self, child: PowerTrainPredictor, src: PredictorState, data: pd.DataFrame) -> None:
         self.child = child
         self.src = src
-        self.x = _scale(src, data.loc[:, list(child.knobs)].to_numpy(float), "samples")
+        self.raw = data.loc[:, list(child.knobs)].to_numpy(float)
+        self.x = _scale(src, self.raw, "samples")
         self.n = len(data)
         self.members = int(child.members)
         self.k_folds = min(int(child.cv_folds), self.n)
@@ -365,7 +385,9 @@ class _TransferRun:
         self.groups = self.k_folds + self.members
         self.wanted = set(child.transfer_methods)
         self.trained = [m for m in ("finetune", "scratch") if m in self.wanted or "blend" in self.wanted]
-        self.activation = src.targets[0].components[0].network.activation
+        self.variants = [(m, a) for m in self.trained for a in (child.anchors() if m == "finetune" else (0.0,))]
+        self.activation = _base_network(src.targets[0]).activation
+        self.ridge_wanted = "ridge" in self.wanted or "blend" in self.wanted
         self.y: dict[str, np.ndarray] = {}
         self.base: dict[str, nets.Layers] = {}
         self.base_out: dict[str, np.ndarray] = {}
@@ -378,24 +400,29 @@ class _TransferRun:
                                                      [b for _, b in self.base[name]], self.activation)
         self.checkpoints: tuple[int, ...] = ()
         self.snaps: dict[int, nets.Layers] = {}
-        self.best_step: dict[tuple[str, str], tuple[float, np.ndarray, int]] = {}
+        self.best_step: dict[tuple[str, str], tuple[float, np.ndarray, int, int]] = {}
         if self.trained:
             self._train()
 
     @property
-    def chosen_steps(self) -> dict[str, int]:
-        """Training length picked by CV per (target, method), for the record."""
-        return {f"{t}/{m}": v[2] for (t, m), v in self.best_step.items()}
+    def chosen_steps(self) -> dict[str, float]:
+        """Training length (and anchor strength) picked by CV per (target, method), for the record."""
+        out: dict[str, float] = {}
+        for (t, m), v in self.best_step.items():
+            out[f"{t}/{m}"] = v[2]
+            if m == "finetune":
+                out[f"{t}/{m}_anchor"] = self.variants[v[3]][1]
+        return out
 
-    def _offset(self, t_idx: int, method: str) -> int:
-        return (t_idx * len(self.trained) + self.trained.index(method)) * self.groups
+    def _offset(self, t_idx: int, variant: int) -> int:
+        return (t_idx * len(self.variants) + variant) * self.groups
 
     def _train(self) -> None:
         c = self.child
         inits, row_w, ys, lrs, anchor, decay = [], [], [], [], [], []
         for name in TARGETS:
             base, y = self.base[name], self.y[name]
-            for method in self.trained:
+            for method, strength in self.variants:
                 for g in range(self.groups):
                     rows = (self.fold_of != g) if g < self.k_folds else np.ones(self.n, bool)
                     row_w.append(rows.astype(float))
@@ -407,7 +434,7 @@ class _TransferRun:
                         layer[-1] = (layer[-1][0], layer[-1][1] + shift)
                         inits.append(layer)
                         lrs.append(c.finetune_lr)
-                        anchor.append(c.finetune_anchor)
+                        anchor.append(strength)
                         decay.append(0.0)
                     else:
                         inits.append(nets.init_layers(1, self.x.shape[1], c.hidden, self.rng))
@@ -428,7 +455,9 @@ class _TransferRun:
                                 anchor_layers=stacked, seed=c.seed)
         for t_idx, name in enumerate(TARGETS):
             for method in self.trained:
-                self.best_step[(name, method)] = self._best_checkpoint(t_idx, name, method)
+                candidates = [self._best_checkpoint(t_idx, name, v) for v, (m, _) in enumerate(self.variants)
+                              if m == method]
+                self.best_step[(name, method)] = min(candidates, key=lambda c: c[0])
 
     def _cv_predictions(self, step: int, offset: int) -> np.ndarray:
         layers = self.snaps[step]
@@ -441,22 +470,33 @@ class _TransferRun:
             cv[held] = out[0]
         return cv
 
-    def _best_checkpoint(self, t_idx: int, name: str, method: str) -> tuple[float, np.ndarray, int]:
+    def _best_checkpoint(self, t_idx: int, name: str, variant: int) -> tuple[float, np.ndarray, int, int]:
         y_std = self.src.target(name).y_std
-        best: tuple[float, np.ndarray, int] | None = None
+        best: tuple[float, np.ndarray, int, int] | None = None
         for step in self.checkpoints:
-            cv = self._cv_predictions(step, self._offset(t_idx, method))
+            cv = self._cv_predictions(step, self._offset(t_idx, variant))
             score = _mape_log(cv * y_std, self.y[name] * y_std)
             if best is None or score < best[0]:
-                best = (score, cv, step)
+                best = (score, cv, step, variant)
         assert best is not None
         return best
 
     def _final(self, t_idx: int, name: str, method: str) -> NetworkState:
-        offset = self._offset(t_idx, method) + self.k_folds
-        step = self.best_step[(name, method)][2]
+        _, _, step, variant = self.best_step[(name, method)]
+        offset = self._offset(t_idx, variant) + self.k_folds
         return nets.to_network_state(nets.select(self.snaps[step], range(offset, offset + self.members)),
                                      self.activation)
+
+    def _ridge(self, name: str) -> tuple[np.ndarray, LinearState]:
+        """Cross-validated predictions of the ridge candidate (same folds) and its final fit."""
+        feats = poly2_features(self.raw, self.src.knob_transforms)
+        y = self.y[name]
+        cv = np.empty(self.n)
+        for f in range(self.k_folds):
+            train = self.fold_of != f
+            model = fit_ridge(feats[train], y[train])
+            cv[~train] = linear_output(model, feats[~train])
+        return cv, fit_ridge(feats, y)
 
     def choose(self, name: str) -> TargetState:
         """Score every wanted candidate for target ``name`` and build the winner."""
@@ -471,30 +511,49 @@ class _TransferRun:
                 train = self.fold_of != f
                 cv[~train] = base_mean[~train] + np.mean(y[train] - base_mean[train])
             scores["rescale"] = (_mape_log(cv * y_std, y * y_std), cv)
-        for method in self.trained:
+        parts: dict[str, np.ndarray] = {m: self.best_step[(name, m)][1] for m in self.trained}
+        linear: dict[str, LinearState] = {}
+        if self.ridge_wanted and self.n >= 2 * self.k_folds:
+            parts["ridge"], linear["ridge"] = self._ridge(name)
+        for method, cv in parts.items():
             if method in self.wanted:
-                score, cv, _ = self.best_step[(name, method)]
-                scores[method] = (score, cv)
-        blend_weight = 0.5
-        if "blend" in self.wanted and len(self.trained) == 2:
-            for w_ft in _BLEND_WEIGHTS:
-                ft, sc = self.best_step[(name, "finetune")][1], self.best_step[(name, "scratch")][1]
-                cv = w_ft * ft + (1 - w_ft) * sc
+                scores[method] = (_mape_log(cv * y_std, y * y_std), cv)
+        mix: dict[str, float] = {}
+        if "blend" in self.wanted and len(parts) >= 2:
+            for weights in _simplex(len(parts), _BLEND_STEP):
+                if np.count_nonzero(weights) < 2:
+                    continue
+                cv = np.sum([w * parts[m] for w, m in zip(weights, parts, strict=True)], axis=0)
                 score = _mape_log(cv * y_std, y * y_std)
                 if "blend" not in scores or score < scores["blend"][0]:
                     scores["blend"] = (score, cv)
-                    blend_weight = w_ft
+                    mix = {m: float(w) for w, m in zip(weights, parts, strict=True) if w > 0}
         chosen = min(scores, key=lambda m: scores[m][0])
         cv_pred = scores[chosen][1]
         if chosen == "rescale":
             shift = float(np.mean(y - self.base_out[name].mean(axis=0)))
             base_state = nets.to_network_state(self.base[name], self.activation)
-            components: tuple[ComponentState, ...] = (ComponentState(1.0, base_state, 1.0, shift),)
-        elif chosen == "blend":
-            components = (ComponentState(blend_weight, self._final(t_idx, name, "finetune")),
-                          ComponentState(1 - blend_weight, self._final(t_idx, name, "scratch")))
+            components: tuple[ComponentState, ...] = (ComponentState(1.0, base_state, 1.0, shift,
+                                                                     label="rescale"),)
         else:
-            components = (ComponentState(1.0, self._final(t_idx, name, chosen)),)
+            chosen_weights = mix if chosen == "blend" else {chosen: 1.0}
+            built: list[ComponentState] = []
+            for m, w in chosen_weights.items():
+                if m == "ridge":
+                    built.append(ComponentState(w, None, linear=linear[m], label=m))
+                else:
+                    built.append(ComponentState(w, self._final(t_idx, name, m), label=m))
+            components = tuple(built)
+            if not any(c.network is not None for c in components):
+                # keep a network (weight 0) as the base later transfers fine-tune from
+                trained = [m for m in self.trained if m in scores] or self.trained
+                if trained:
+                    best_net = min(trained, key=lambda m: scores[m][0] if m in scores else np.inf)
+                    base = ComponentState(0.0, self._final(t_idx, name, best_net), label=f"base ({best_net})")
+                else:
+                    base = ComponentState(0.0, nets.to_network_state(self.base[name], self.activation),
+                                          label="base (source)")
+                components = (*components, base)
         return TargetState(
             name=name, column=self.child.time_col if name == "time" else self.child.power_col,
             transform="log", y_mean=tgt.y_mean, y_std=y_std, method=chosen, components=components,
@@ -504,15 +563,94 @@ class _TransferRun:
 
 
 # ---------------------------------------------------------------------- helpers
-def target_outputs(tgt: TargetState, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ensemble mean and spread (normalised log units) of one target for scaled inputs ``x``."""
+def target_outputs(tgt: TargetState, x: np.ndarray, raw: np.ndarray,
+                   transforms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble mean and spread (normalised log units) of one target.
+
+    ``x`` are the scaled network inputs, ``raw`` the knob values (for linear components).
+    Components of weight 0 (a network kept only as a transfer base) are skipped.
+    """
     total: np.ndarray | None = None
+    feats: np.ndarray | None = None
     for c in tgt.components:
-        net = c.network
-        out = c.scale * nets.forward_numpy(x, net.weights, net.biases, net.activation) + c.shift
+        if c.weight == 0:
+            continue
+        if c.linear is not None:
+            feats = poly2_features(raw, transforms) if feats is None else feats
+            out = linear_output(c.linear, feats)[None, :]
+        else:
+            assert c.network is not None
+            net = c.network
+            out = nets.forward_numpy(x, net.weights, net.biases, net.activation)
+        out = c.scale * out + c.shift
         total = c.weight * out if total is None else total + c.weight * out
-    assert total is not None
+    if total is None:
+        raise NotFittedError(f"target {tgt.name} has no component with a non-zero weight")
     return total.mean(axis=0), total.std(axis=0)
+
+
+def poly2_features(raw: np.ndarray, transforms: Sequence[str], *, reciprocals: bool = True) -> np.ndarray:
+    """The ``poly2`` feature set: each knob as transformed (log or linear), the reciprocal of
+    each log knob, and all squares and pairwise products of the transformed knobs.
+
+    ``reciprocals=False`` leaves the reciprocals out (the plain quadratic; baselines only: a
+    stored ``poly2`` component always has them)."""
+    t = _transform(raw, transforms)
+    cols = [t]
+    logs = [j for j, tr in enumerate(transforms) if tr == "log"]
+    if logs and reciprocals:
+        cols.append(1.0 / raw[:, logs])
+    cols += [(t[:, i] * t[:, j])[:, None] for i, j in itertools.combinations_with_replacement(range(t.shape[1]), 2)]
+    return np.column_stack(cols)
+
+
+def fit_ridge(feats: np.ndarray, y: np.ndarray) -> LinearState:
+    """Ridge regression of ``y`` on standardised ``feats``, alpha by closed-form leave-one-out."""
+    return ridge_loo(feats, y)[0]
+
+
+def ridge_loo(feats: np.ndarray, y: np.ndarray) -> tuple[LinearState, float]:
+    """:func:`fit_ridge` and the leave-one-out RMSE of the chosen alpha."""
+    mean = feats.mean(axis=0)
+    std = feats.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    z = (feats - mean) / std
+    x = np.column_stack([np.ones(len(z)), z])
+    best: tuple[float, np.ndarray] | None = None
+    for alpha in _RIDGE_ALPHAS:
+        reg = alpha * np.eye(x.shape[1])
+        reg[0, 0] = 0.0
+        inv = np.linalg.pinv(x.T @ x + reg)
+        coef = inv @ x.T @ y
+        hat = np.einsum("ij,jk,ik->i", x, inv, x)
+        loo = (y - x @ coef) / np.clip(1.0 - hat, 1e-6, None)
+        err = float(np.mean(loo**2))
+        if best is None or err < best[0]:
+            best = (err, coef)
+    assert best is not None
+    return LinearState("poly2", mean, std, best[1][1:].copy(), float(best[1][0])), float(np.sqrt(best[0]))
+
+
+def linear_output(model: LinearState, feats: np.ndarray) -> np.ndarray:
+    """Output of a linear component for precomputed features."""
+    if model.features != "poly2":
+        raise DataFormatError(f"linear component features {model.features!r} are not supported")
+    return np.asarray(model.intercept + ((feats - model.feature_mean) / model.feature_std) @ model.coef)
+
+
+def _simplex(parts: int, step: float) -> list[tuple[float, ...]]:
+    """All weight vectors over ``parts`` on a grid of ``step`` that sum to 1."""
+    units = round(1.0 / step)
+    return [tuple(c * step for c in combo) for combo in itertools.product(range(units + 1), repeat=parts)
+            if sum(combo) == units]
+
+
+def _base_network(tgt: TargetState) -> NetworkState:
+    net = tgt.base_component().network
+    assert net is not None
+    return net
+
+
 
 
 def _transform(raw: np.ndarray, transforms: Sequence[str]) -> np.ndarray:
@@ -535,8 +673,9 @@ def _scale(state: PredictorState, raw: np.ndarray, what: str) -> np.ndarray:
 
 
 def _folded_base(tgt: TargetState) -> nets.Layers:
-    """The main component of a target with its scale and shift folded into the last layer."""
-    comp = max(tgt.components, key=lambda c: c.weight)
+    """The base network of a target with its scale and shift folded into the last layer."""
+    comp = tgt.base_component()
+    assert comp.network is not None
     layers = nets.from_network_state(comp.network)
     w, b = layers[-1]
     layers[-1] = (w * comp.scale, b * comp.scale + comp.shift)

@@ -15,14 +15,27 @@ import numpy as np
 
 from powertrain.errors import DataFormatError
 
-#: Bump when the meaning of any field changes; loaders refuse other versions.
-STATE_SCHEMA_VERSION = 1
+#: Bump when the meaning of any field changes; loaders refuse other versions. Version 2 adds
+#: linear (ridge) components and component labels; a version-1 artifact (networks only) reads
+#: unchanged.
+STATE_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 KNOB_TRANSFORMS = ("log", "linear")
 TARGET_TRANSFORMS = ("log",)
 ACTIVATIONS = ("relu", "silu")
 #: How a target model was made.
-METHODS = ("reference", "finetune", "scratch", "blend", "rescale")
+METHODS = ("reference", "finetune", "scratch", "blend", "rescale", "ridge")
+#: Feature sets of linear components: ``poly2`` = each knob as the model transforms it (log or
+#: linear), the reciprocal of each log knob, and all squares and pairwise products of the
+#: transformed knobs.
+FEATURE_SETS = ("poly2",)
+
+
+def poly2_width(knob_transforms: tuple[str, ...]) -> int:
+    """Number of ``poly2`` features for knobs with these transforms (see ``model.poly2_features``)."""
+    k = len(knob_transforms)
+    return k + sum(t == "log" for t in knob_transforms) + k * (k + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -74,17 +87,49 @@ class NetworkState:
 
 
 @dataclass(frozen=True)
-class ComponentState:
-    """One term of a target model: ``weight * (scale * net(x) + shift)`` in normalised space.
+class LinearState:
+    """A ridge regression on engineered knob features, predicting the normalised log target.
 
-    A fine-tuned or scratch model is one component with weight 1; a blend has two; the
-    rescaled-reference baseline is the reference network with a fitted ``shift``.
+    ``output = intercept + ((features(knobs) - feature_mean) / feature_std) . coef``.
+    """
+
+    features: str
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SETS:
+            raise DataFormatError(f"linear features {self.features!r} not one of {FEATURE_SETS}")
+        n = self.coef.shape
+        if len(n) != 1 or self.feature_mean.shape != n or self.feature_std.shape != n:
+            raise DataFormatError("linear component: coef, feature_mean and feature_std must be equal-length vectors")
+        if not (np.all(np.isfinite(self.coef)) and np.all(np.isfinite(self.feature_mean))
+                and np.all(self.feature_std > 0) and np.isfinite(self.intercept)):
+            raise DataFormatError("linear component: non-finite coefficients or non-positive scales")
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    """One term of a target model: ``weight * (scale * model(x) + shift)`` in normalised space.
+
+    ``model`` is an MLP ensemble (``network``) or a ridge regression (``linear``), exactly one
+    of them. A fine-tuned or scratch model is one component with weight 1; a blend has
+    several; the rescaled-reference baseline is the reference network with a fitted ``shift``.
+    A network may carry weight 0: it is kept as the base later transfers fine-tune from.
     """
 
     weight: float
-    network: NetworkState
+    network: NetworkState | None
     scale: float = 1.0
     shift: float = 0.0
+    linear: LinearState | None = None
+    label: str = ""  # the candidate it came from: finetune, scratch, ridge, ... ("" in version 1)
+
+    def __post_init__(self) -> None:
+        if (self.network is None) == (self.linear is None):
+            raise DataFormatError("a component holds exactly one model: a network or a linear one")
 
 
 @dataclass(frozen=True)
@@ -103,6 +148,10 @@ class TargetState:
     #: RMSE of log(prediction / truth) of the chosen model, from cross-validation or
     #: held-out data; the optimizer adds it to the ensemble spread as a safety margin
     error_log_rmse: float = 0.0
+
+    def base_component(self) -> ComponentState:
+        """The network component later transfers start from (the one with the largest weight)."""
+        return max((c for c in self.components if c.network is not None), key=lambda c: c.weight)
 
     def __post_init__(self) -> None:
         if self.transform not in TARGET_TRANSFORMS:
@@ -148,14 +197,16 @@ class PredictorState:
         if sorted(names) != ["power", "time"]:
             raise DataFormatError(f"targets must be time and power, got {names}")
         for t in self.targets:
+            if not any(c.network is not None for c in t.components):
+                raise DataFormatError(f"target {t.name}: needs at least one network component")
             for c in t.components:
-                if c.network.n_inputs != k:
+                if c.network is not None and c.network.n_inputs != k:
                     raise DataFormatError(f"target {t.name}: network takes {c.network.n_inputs} inputs, "
                                           f"predictor has {k} knobs")
-        if self.schema_version != STATE_SCHEMA_VERSION:
+        if self.schema_version not in READABLE_SCHEMA_VERSIONS:
             raise DataFormatError(
                 f"predictor schema version {self.schema_version} is not supported "
-                f"(this build reads version {STATE_SCHEMA_VERSION})"
+                f"(this build reads versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
             )
 
     def target(self, name: str) -> TargetState:

@@ -33,8 +33,8 @@ def test_task_and_result_round_trip() -> None:
                             "source": ["round"]})
     res = TrainResult(node_id=5, device_type="orin-nano", unit=2, policy=Policy.POWERTRAIN,
                       mode={"cpu_cores": 2.0, "gpu_mhz": 306.0}, work_assigned=30, work_planned=28, work_done=28,
-                      num_examples=448, time_s=19.5, energy_j=140.0, mean_power_w=7.2, pred_time_s=18.0, pred_power_w=7.0,
-                      pred_energy_j=126.0, true_power_w=7.1, deadline_met=True, train_loss=0.9,
+                      num_examples=448, time_s=19.5, energy_j=140.0, mean_power_w=7.2, pred_time_s=18.0,
+                      pred_power_w=7.0, pred_energy_j=126.0, true_power_w=7.1, deadline_met=True, train_loss=0.9,
                       profiling_minibatches=0, choice_kind=ChoiceKind.FEASIBLE, choice="feasible", samples=samples,
                       predictor_id="sha256:x")
     back_res, _ = protocol.result_from_records(protocol.result_to_records(res, weights), 5)
