@@ -25,17 +25,19 @@ from powerfleet.protocol.messages import NodeInfo, TrainResult, TrainTask
 from powerfleet.protocol.tasks import Task, TaskError, Trainer, cached_task, seeded_model, set_weights
 from powerfleet.serde import artifact_id, decode_predictor
 from powerfleet.tasks.characterize import workload_for
-from powertrain.devices.base import Device
+from powertrain.devices.base import Device, RunResult
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
-from powertrain.profiler import ProfileSettings, profile
+from powertrain.profiler import SequentialSettings, profile_within
 from powertrain.workloads import Workload
 
 #: minibatches at the start of the round's window kept out of the observed sample (warm-up)
 OBSERVE_WARMUP = 3
 #: minibatches a node runs once when it joins, before its first round
-JOIN_WARMUP_MINIBATCHES = 10
+JOIN_WARMUP_MINIBATCHES = 12
+#: share of the deadline a bootstrap node profiles for (the rest absorbs a last window's overrun)
+BOOTSTRAP_BUDGET_SHARE = 0.97
 
 
 class NodeFailureError(PowerfleetError):
@@ -56,9 +58,17 @@ def predictor_table(artifact: bytes, device: Device) -> tuple[str, ModeTable]:
     return ident, _table(ident, artifact, device)
 
 
+def profile_budget_s(task: TrainTask) -> float:
+    """Device time a bootstrap node profiles for: its budget, never past the deadline's
+    BOOTSTRAP_BUDGET_SHARE (the rest absorbs a last window's overrun)."""
+    cap = task.deadline_s * BOOTSTRAP_BUDGET_SHARE
+    return min(task.profile_budget_s, cap) if task.profile_budget_s > 0 else cap
+
+
 def build_result(*, node_id: int, device_type: str, unit: int, task: TrainTask, decision: policies.Plan,
                  work: int, profiled: int, time_s: float, energy_j: float, true_power_w: float,
-                 train_loss: float, samples: pd.DataFrame, predictor_id: str, num_examples: int) -> TrainResult:
+                 train_loss: float, samples: pd.DataFrame, predictor_id: str, num_examples: int,
+                 maxn: tuple[float, float] = (math.nan, math.nan)) -> TrainResult:
     """A node's round result from what it measured (``work`` planned minibatches, ``profiled``
     profiling minibatches, device time and energy); derived figures are computed here only."""
     return TrainResult(
@@ -70,7 +80,7 @@ def build_result(*, node_id: int, device_type: str, unit: int, task: TrainTask, 
         pred_energy_j=decision.pred_time_ms * decision.pred_power_w * work / 1000.0,
         true_power_w=true_power_w, deadline_met=time_s <= task.deadline_s, train_loss=train_loss,
         profiling_minibatches=profiled, choice_kind=decision.kind, choice=decision.choice,
-        samples=samples, predictor_id=predictor_id,
+        samples=samples, predictor_id=predictor_id, maxn_time_ms=maxn[0], maxn_power_w=maxn[1],
     )
 
 
@@ -123,11 +133,18 @@ class NodeRuntime:
         start_s, start_e = dev.now_s(), dev.energy_j()
         samples: list[pd.DataFrame] = []
         profiled = 0
-        if task.profile_modes:
+        tried = measured = pd.DataFrame()  # modes profiling ran, and those it measured
+        if task.profile_modes:  # bootstrap: profile as many modes as fit, as training steps
             modes = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
-            run = profile(dev, workload, modes, ProfileSettings(task.profile_minibatches, 3, 1.0), step=trainer.step)
+            run = profile_within(dev, workload, modes, profile_budget_s(task),
+                                 SequentialSettings(max_minibatches=task.profile_minibatches),
+                                 est_time_ms=task.profile_time_ms or None,
+                                 est_power_w=task.profile_power_w or None, power_cap_w=task.power_cap_w,
+                                 step=trainer.step)
             profiled = run.total_minibatches
-            samples.append(run.frame.assign(workload=task.workload, source="profile", device_unit=dev.unit))
+            tried, measured = (run.tried if run.tried is not None else run.frame), run.frame
+            samples.append(run.frame.drop(columns="windows")
+                           .assign(workload=task.workload, source="profile", device_unit=dev.unit))
         rng = np.random.default_rng([task.seed, task.round, self.partition_id, 99])
         remaining_s = max(task.deadline_s - (dev.now_s() - start_s), 1e-3)
         decision = policies.Plan(dev.current_mode(), 0, 0.0, 0.0, ChoiceKind.PROFILING, "profiling only")
@@ -135,7 +152,8 @@ class NodeRuntime:
         if task.work_minibatches > 0:
             decision = policies.plan(task.policy, dev, work=task.work_minibatches, deadline_s=remaining_s,
                                      power_cap_w=task.power_cap_w, objective=task.objective,
-                                     margin_z=task.margin_z, table=table, rng=rng, workload=workload)
+                                     margin_z=task.margin_z, table=table, rng=rng, workload=workload,
+                                     margin_log=task.margin_log)
             applied = dev.apply_preset(decision.preset) if decision.preset else dev.apply_mode(decision.mode)
             decision = policies.Plan(applied, decision.work, decision.pred_time_ms, decision.pred_power_w,
                                      decision.kind, decision.choice, decision.preset)
@@ -154,15 +172,34 @@ class NodeRuntime:
                                               "device_unit": dev.unit}]))
         elapsed = dev.now_s() - start_s
         energy = dev.energy_j() - start_e
-        true_power = window.mean_power_w if window is not None else (energy / elapsed if elapsed > 0 else 0.0)
-        if work > 0:  # judge the cap on the ground truth where the board knows it (simulation)
-            truth = dev.ground_truth(workload, pd.DataFrame([decision.mode]), preset=decision.preset)
-            if truth is not None:
-                true_power = float(truth.frame.power_w.iloc[0])
+        true_power, maxn = self._truth(workload, decision, work, window, tried, measured, energy, elapsed)
         result = build_result(
             node_id=node_id, device_type=dev.device_type, unit=dev.unit, task=task, decision=decision, work=work,
             profiled=profiled, time_s=elapsed, energy_j=energy, true_power_w=true_power,
             train_loss=float(np.mean(trainer.losses)) if trainer.losses else math.nan,
             samples=pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(),
-            predictor_id=predictor_id, num_examples=trainer.examples)
+            predictor_id=predictor_id, num_examples=trainer.examples, maxn=maxn)
         return result, trainer.update()
+
+    def _truth(self, workload: Workload, decision: policies.Plan, work: int, window: RunResult | None,
+               profiled: pd.DataFrame, measured: pd.DataFrame, energy_j: float,
+               elapsed_s: float) -> tuple[float, tuple[float, float]]:
+        """The power the cap is judged on - the highest of the modes the round ran (the chosen one
+        and every profiled one), from the ground truth where the board knows it (simulation),
+        else as measured - and the board's MAXN ground truth (time ms, power W; NaN if unknown)."""
+        dev = self.device
+        maxn = dev.ground_truth(workload, pd.DataFrame([dev.space.max_mode()]))
+        maxn_tp = ((float(maxn.frame.time_ms.iloc[0]), float(maxn.frame.power_w.iloc[0])) if maxn is not None
+                   else (math.nan, math.nan))
+        powers: list[float] = []
+        if work > 0:
+            truth = dev.ground_truth(workload, pd.DataFrame([decision.mode]), preset=decision.preset)
+            powers.append(float(truth.frame.power_w.iloc[0]) if truth is not None
+                          else window.mean_power_w if window is not None else energy_j / max(elapsed_s, 1e-9))
+        if len(profiled):  # every mode profiling ran, abandoned ones included
+            truth = dev.ground_truth(workload, profiled.loc[:, list(dev.space.knob_names)])
+            if truth is not None:
+                powers.append(float(truth.frame.power_w.max()))
+            elif len(measured):
+                powers.append(float(measured.power_w.max()))
+        return (max(powers) if powers else energy_j / max(elapsed_s, 1e-9)), maxn_tp

@@ -62,14 +62,24 @@ class RunConfig(BaseModel):
     store: str = Field("", description="Predictor store URL; empty: $POWERFLEET_STORE, else the embedded store.")
     policy: Policy = Field(Policy.POWERTRAIN, description="How nodes choose their power mode.")
     selection: Selection = Field(Selection.DEADLINE, description="How the round's nodes and their work are chosen.")
-    margin_z: float = Field(2.0, ge=0, le=10, description="Safety margin in predictor standard deviations.")
+    margin: Literal["conformal", "z"] = Field(
+        "conformal", description="Safety margins: calibrated on held-out residuals (conformal), or margin-z.")
+    deadline_miss_target: float = Field(0.02, gt=0, lt=0.5,
+                                        description="Conformal margins: share of client-rounds allowed to be late.")
+    cap_violation_target: float = Field(0.01, gt=0, lt=0.5,
+                                        description="Conformal margins: share of client-rounds allowed over the cap.")
+    margin_z: float = Field(2.0, ge=0, le=10,
+                            description="Safety margin in predictor standard deviations (margin = z, and "
+                                        "before a predictor has residuals).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Experiment seed.")
     dropout_rate: float = Field(0.0, ge=0, lt=1,
                                 description="Chance a selected node crashes mid-round (simulation only).")
     lr: float = Field(0.05, gt=0, le=100, description="Local learning rate.")
     transfer_samples: int = Field(50, ge=3, le=10_000,
                                   description="Profiled modes to bootstrap a new (device type, workload) pair.")
-    profile_minibatches: int = Field(20, ge=1, le=10_000, description="Measured minibatches per bootstrap mode.")
+    profile_minibatches: int = Field(60, ge=2, le=10_000,
+                                     description="Most measured minibatches per profiled mode (a bootstrap stops "
+                                                 "measuring a mode earlier once its mean is known).")
     refine_threshold_pct: float = Field(15.0, gt=0, le=1000,
                                         description="Rolling time error (%) that triggers a re-transfer.")
     round_timeout_s: float = Field(600.0, gt=0, le=7 * 86_400.0,

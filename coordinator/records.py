@@ -1,11 +1,16 @@
 """What a run records: one row per client-round, one per round, and the run summary.
 
-Rates are fractions in [0, 1]. Power-cap violations are judged on the simulator's ground
-truth (the chosen mode's true steady power) when the board is simulated, else on the
-measured mean power. The deadline hit rate and the cap violation rate count client-rounds
-that replied outside the bootstrap rounds, in which new predictors are profiled (profiling
-deliberately visits modes above the cap and takes longer than a round; those client-rounds
-are reported separately).
+Rates are fractions in [0, 1] over the client-rounds that replied, **every round counted**:
+bootstrap rounds, where new predictors are profiled inside the deadline, are rounds like any
+other. The same figures without them carry a ``_steady`` suffix. Power-cap violations are
+judged on the highest power of any mode a board ran in the round (the chosen one and every
+profiled one): the simulator's ground truth when the board is simulated, else as measured.
+Energy is every joule the selected boards drew while working, profiling included
+(``energy_j_total``); ``idle_energy_j`` is what those that finished early drew waiting at
+idle for the round to close, and ``energy_j_total_with_idle`` is both. ``maxn_*`` figures are
+the same client-rounds on a fleet without predictors running everything at maximum (from the
+boards' ground truth; NaN on real boards), and ``breakeven_round`` is the first round from
+which this run's cumulative energy with idle stays at or below that fleet's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
@@ -45,8 +51,14 @@ class ClientRecord:
     power_cap_w: float = math.nan
     deadline_s: float = math.nan
     profiling_minibatches: int = 0
+    profiled_modes: int = 0
     choice_kind: ChoiceKind = ChoiceKind.NONE
     choice: str = ""
+    idle_power_w: float = 0.0  # the board's idle power (0: unknown)
+    idle_energy_j: float = 0.0  # waiting at idle from its finish to the round's close
+    maxn_time_ms: float = math.nan  # the board's MAXN minibatch time and power (ground truth)
+    maxn_power_w: float = math.nan
+    maxn_energy_j: float = math.nan  # this client-round on the MAXN fleet, idle wait included
 
     @property
     def over_cap_w(self) -> float:
@@ -67,19 +79,21 @@ class RoundRecord:
     round: int
     bootstrap: bool
     selected: int
-    completed: int  # updates used: replied on time (or, in a bootstrap round, replied at all)
+    completed: int  # updates used: replied on time
     on_time: int  # replied within the deadline
     late: int
     dropped: int
     skipped: int
-    energy_j: float
+    energy_j: float  # drawn by the selected boards while working (profiling included)
     mean_power_w: float
-    duration_s: float  # device time until the last reply used (bounded by the deadline)
+    duration_s: float  # device time until the last reply (bounded by the deadline): the round's close
     wall_s: float
     accuracy: float
     loss: float
     profiling_minibatches: int
     predictor_versions: str  # "type=vN,..."
+    idle_energy_j: float = 0.0  # selected boards waiting at idle for the close
+    maxn_energy_j: float = math.nan  # the same client-rounds on the MAXN fleet, idle included
     energy_by_type_j: dict[str, float] = field(default_factory=dict)
     duration_by_type_s: dict[str, float] = field(default_factory=dict)
     notes: str = ""
@@ -92,6 +106,23 @@ class RoundRecord:
         return out
 
 
+def _rate(hits: int, total: int) -> float:
+    return hits / total if total else math.nan
+
+
+def breakeven_round(rounds: Sequence[RoundRecord]) -> float:
+    """First round from which the cumulative energy with idle stays at or below the MAXN
+    fleet's (NaN if it never does, or the MAXN figures are unknown)."""
+    ours = list(accumulate(r.energy_j + r.idle_energy_j for r in rounds))
+    theirs = list(accumulate(r.maxn_energy_j for r in rounds))
+    if not rounds or any(math.isnan(v) for v in theirs):
+        return math.nan
+    for i in range(len(rounds)):
+        if all(o <= t for o, t in zip(ours[i:], theirs[i:], strict=True)):
+            return float(rounds[i].round)
+    return math.nan
+
+
 def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[ClientRecord],
               extra: dict[str, Any] | None = None, *, target_accuracy: float = math.nan) -> dict[str, Any]:
     """The run summary other tools read (see the module docstring for the definitions).
@@ -100,29 +131,41 @@ def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[Clie
     the first whose global model reaches it; NaN if none does.
     """
     replied = [c for c in clients if c.status.replied]
-    scored = [c for c in replied if not c.bootstrap]
-    hits = sum(c.status == ClientStatus.ON_TIME for c in scored)
-    over = [c.over_cap_w for c in scored]  # bootstrap profiling explores modes above the cap on purpose
+    steady_c = [c for c in replied if not c.bootstrap]
     steady = [r for r in rounds if not r.bootstrap]
+    over = [c.over_cap_w for c in replied]
     final = next((r for r in reversed(rounds) if not math.isnan(r.accuracy)), None)
+    energy = float(sum(r.energy_j for r in rounds))
+    idle = float(sum(r.idle_energy_j for r in rounds))
+    maxn = float(sum(r.maxn_energy_j for r in rounds))
     summary: dict[str, Any] = {
         "policy": policy,
         "rounds": len(rounds),
         "client_rounds": len(replied),
-        "deadline_hit_rate": hits / len(scored) if scored else math.nan,
-        "energy_j_total": float(sum(r.energy_j for r in rounds)),
-        "energy_j_per_round": (float(sum(r.energy_j for r in steady)) / len(steady)) if steady else math.nan,
-        "power_cap_violation_rate": (sum(o > 0 for o in over) / len(over)) if over else math.nan,
+        "deadline_hit_rate": _rate(sum(c.status == ClientStatus.ON_TIME for c in replied), len(replied)),
+        "deadline_hit_rate_steady": _rate(sum(c.status == ClientStatus.ON_TIME for c in steady_c), len(steady_c)),
+        "energy_j_total": energy,
+        "idle_energy_j": idle,
+        "energy_j_total_with_idle": energy + idle,
+        "energy_j_per_round": energy / len(rounds) if rounds else math.nan,
+        "energy_j_per_round_steady": (float(sum(r.energy_j for r in steady)) / len(steady)) if steady else math.nan,
+        "bootstrap_energy_j": float(sum(c.energy_j for c in replied if c.profiling_minibatches > 0)),
+        "maxn_energy_j_total_with_idle": maxn,
+        "energy_vs_maxn": (energy + idle) / maxn if maxn > 0 else math.nan,
+        "breakeven_round": breakeven_round(rounds),
+        "power_cap_violation_rate": _rate(sum(o > 0 for o in over), len(over)),
+        "power_cap_violation_rate_steady": _rate(sum(c.over_cap_w > 0 for c in steady_c), len(steady_c)),
         "max_power_over_cap_w": max(over, default=0.0),
         "final_accuracy": final.accuracy if final else math.nan,
         "profiling_minibatches": int(sum(r.profiling_minibatches for r in rounds)),
+        "minibatches_trained": int(sum(c.work_done for c in replied)),  # profiled ones are training steps too
+        "profiled_modes": int(sum(c.profiled_modes for c in replied)),
         "bootstrap_rounds": sum(r.bootstrap for r in rounds),
-        "bootstrap_client_rounds_over_cap": sum(c.over_cap_w > 0 for c in replied if c.bootstrap),
         "dropped_client_rounds": sum(c.status == ClientStatus.DROPPED for c in clients),
         "skipped_client_rounds": sum(c.status == ClientStatus.SKIPPED for c in clients),
         "partial_work_client_rounds": sum(c.work_kind == WorkKind.PARTIAL for c in replied),
         "trimmed_client_rounds": sum(c.choice_kind == ChoiceKind.TRIMMED for c in replied),
-        "mean_power_w": (float(sum(c.energy_j for c in replied)) / sum(c.time_s for c in replied))
+        "mean_power_w": (energy / sum(c.time_s for c in replied))
         if replied and sum(c.time_s for c in replied) > 0 else math.nan,
     }
     reached = next((i for i, r in enumerate(rounds) if not math.isnan(r.accuracy) and r.accuracy >= target_accuracy),
@@ -131,7 +174,7 @@ def summarize(policy: str, rounds: Sequence[RoundRecord], clients: Sequence[Clie
     summary["rounds_to_accuracy"] = rounds[reached].round if reached is not None else math.nan
     summary["time_to_accuracy_s"] = float(sum(r.duration_s for r in rounds[:reached + 1])) \
         if reached is not None else math.nan
-    summary["energy_to_accuracy_j"] = float(sum(r.energy_j for r in rounds[:reached + 1])) \
+    summary["energy_to_accuracy_j"] = float(sum(r.energy_j + r.idle_energy_j for r in rounds[:reached + 1])) \
         if reached is not None else math.nan
     if extra:
         summary.update(extra)

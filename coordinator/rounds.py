@@ -6,9 +6,11 @@ artifact; collect the results; aggregate FedAvg over on-time updates weighted by
 actually trained; evaluate; record; and feed observed (mode, time, power) samples to the
 store, which re-transfers a predictor whose rolling error drifts.
 
-A (device type, workload) without a predictor is bootstrapped through the fleet: the store
-plans k modes, the coordinator deals them round-robin to the available boards of that type,
-and their profiled minibatches are real training steps of that round.
+A (device type, workload) without a predictor is bootstrapped through the fleet, inside the
+deadline (``coordinator/bootstrap.py``): the boards of that type profile modes a fleet could
+choose, as many as fit each round, and their profiled minibatches are the round's training
+work. Only ``powertrain`` uses predictors; the baseline policies model fleets without
+them and never profile. Margins are calibrated per device type (``coordinator/margins.py``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import numpy as np
 import pandas as pd
 
 from coordinator.aggregation import Aggregator
+from coordinator.bootstrap import Bootstrap, ProfileShare
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
+from coordinator.margins import MarginCalibrator
 from coordinator.records import ClientRecord, RoundRecord, describe_round, summarize
 from coordinator.reference import make_reference_source
-from coordinator.selection import SelectionInput, make_selection
+from coordinator.selection import SelectionInput, Skip, make_selection
 from coordinator.store import builder
 from coordinator.store.base import ModelStore
 from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
@@ -82,32 +86,6 @@ class PairPredictor:
 
 
 @dataclass
-class Bootstrap:
-    """A device type whose predictor is being built from profiles collected in rounds."""
-
-    plan: builder.BuildPlan
-    collected: list[pd.DataFrame] = field(default_factory=list)
-    rounds: int = 0  # bootstrap rounds attempted
-
-    def ready(self) -> bool:
-        """Enough profiles to build: nearly all planned modes, or a usable part after two tries
-        (dropouts must not hold a device type hostage)."""
-        have = sum(len(c) for c in self.collected)
-        planned = max(len(self.plan.modes), 1)
-        return have >= 0.9 * planned or (self.rounds >= 2 and have >= 3)
-
-    def missing(self) -> pd.DataFrame:
-        """Planned modes not profiled yet (all of them before the first bootstrap round)."""
-        modes = self.plan.modes
-        if not self.collected or not len(modes):
-            return modes
-        knobs = list(modes.columns)
-        have = pd.concat(self.collected, ignore_index=True).loc[:, knobs].drop_duplicates()
-        merged = modes.merge(have, on=knobs, how="left", indicator=True)
-        return modes[(merged["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
-
-
-@dataclass
 class RunReport:
     """Everything a run produced."""
 
@@ -139,6 +117,8 @@ class FleetCoordinator:
         self.bootstraps: dict[str, Bootstrap] = {}
         self.build_notes: dict[str, str] = {}
         self.build_settings = builder.BuildSettings(k=config.transfer_samples, sampling_seed=config.seed)
+        self.margins = MarginCalibrator(deadline_miss_target=config.deadline_miss_target,
+                                        cap_violation_target=config.cap_violation_target)
         self.rounds: list[RoundRecord] = []
         self.clients: list[ClientRecord] = []
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
@@ -197,7 +177,10 @@ class FleetCoordinator:
             check_cap_above_idle(info.device_type, self.cap_of(info), info.idle_power_w or None)
 
     def prepare(self, infos: list[NodeInfo]) -> None:
-        """Load or plan a predictor for every device type present."""
+        """Load or plan a predictor for every device type present (``powertrain`` only: the
+        baselines model fleets without predictors)."""
+        if not self.cfg.policy.uses_predictor:
+            return
         for dtype in dict.fromkeys(i.device_type for i in infos):
             self._ensure(dtype)
 
@@ -217,9 +200,10 @@ class FleetCoordinator:
             if not plan.needs_boards:  # plan_or_rebuild never returns this; refuse to loop doing nothing
                 raise PowerfleetError(f"no way to a predictor for {dtype}/{self.workload}: rule {plan.rule} "
                                       "with nothing to profile")
-            self.bootstraps[dtype] = Bootstrap(plan)
+            self.bootstraps[dtype] = Bootstrap.start(plan)
             src = plan.source.meta.label if plan.source else "-"
-            self.build_notes[dtype] = f"bootstrap: rule {plan.rule} from {src}, {len(plan.modes)} modes to profile"
+            self.build_notes[dtype] = (f"bootstrap in rounds: rule {plan.rule} from {src}, {len(plan.modes)} modes to "
+                                       "profile within the deadline")
             log.info("bootstrapping %s/%s: %s", dtype, self.workload, self.build_notes[dtype])
 
     def _build_reference(self) -> None:
@@ -241,6 +225,7 @@ class FleetCoordinator:
         modes = space.modes("full")
         table = ModeTable(modes, PowerTrainPredictor.from_state(stored.state).predict(modes), space.knob_names)
         self.predictors[dtype] = PairPredictor(dtype, meta.artifact_id, artifact, meta.version, table)
+        self.margins.reset(dtype, stored.state)
 
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunReport:
@@ -266,7 +251,8 @@ class FleetCoordinator:
             log.warning("store: %s", "; ".join(healed.notes) or f"re-published {healed.republished} artifacts")
         infos, gone = self._connected(rnd)
         for info in infos:
-            if info.device_type not in self.predictors and info.device_type not in self.bootstraps:
+            if (self.cfg.policy.uses_predictor and info.device_type not in self.predictors
+                    and info.device_type not in self.bootstraps):
                 check_cap_above_idle(info.device_type, self.cap_of(info), info.idle_power_w or None)
                 self._ensure(info.device_type)  # a board type that joined mid-run
         available = [i for i in infos if i.available]
@@ -276,22 +262,28 @@ class FleetCoordinator:
         caps = {i.node_id: self.cap_of(i) for i in infos}
         boot_nodes = [i for i in available if i.device_type in self.bootstraps]
         normal = [i for i in available if i.device_type not in self.bootstraps]
+        margins = {d: m for d in tables if (m := self._margins(d)) is not None}
         chosen, skipped = self.selection.select(SelectionInput(
             normal, tables, caps, self.cfg.deadline_s, self.cfg.local_minibatches, self.cfg.min_minibatches,
-            self.cfg.margin_z, self.cfg.fraction), self.rng)
+            self.cfg.margin_z, self.cfg.fraction, margins), self.rng)
         tasks: dict[int, TrainTask] = {}
         why: dict[int, tuple[WorkKind, str]] = {}
         for a in chosen:
-            tasks[a.node_id] = self._task(rnd, info_of[a.node_id], a.work, {})
+            tasks[a.node_id] = self._task(rnd, info_of[a.node_id], a.work)
             why[a.node_id] = (a.kind, a.reason)
         for dtype, boot in self.bootstraps.items():
             nodes = [i for i in boot_nodes if i.device_type == dtype]
-            missing = boot.missing()
-            for j, info in enumerate(nodes):
-                share = missing.iloc[j::len(nodes)]
-                modes = {k: share[k].astype(float).tolist() for k in share.columns}
-                tasks[info.node_id] = self._task(rnd, info, 0, modes)
-                why[info.node_id] = (WorkKind.BOOTSTRAP, f"bootstrap: profiling {len(share)} modes")
+            lists = boot.assign(nodes, caps, deadline_s=self.cfg.deadline_s,
+                                local_minibatches=self.cfg.local_minibatches, objective=self.cfg.objective,
+                                seed=self.cfg.seed + rnd)
+            for info in nodes:
+                if info.node_id not in lists:
+                    skipped.append(Skip(info.node_id, "bootstrap: no mode left to profile under its cap"))
+                    continue
+                share = lists[info.node_id]
+                tasks[info.node_id] = self._task(rnd, info, 0, share)
+                why[info.node_id] = (WorkKind.BOOTSTRAP, f"bootstrap: up to {len(share.modes)} modes in "
+                                                         f"{share.budget_s:.1f} s")
         bootstrap_round = bool(boot_nodes)
         timeout = self.cfg.round_timeout_s
         replies = self.backend.train(tasks, self.weights, timeout) if tasks else {}
@@ -317,23 +309,33 @@ class FleetCoordinator:
         if self._test is not None:  # centralized evaluation of the global model on the task's test data
             metrics = self.task.evaluate(self.model, self._test)
             loss, acc = float(metrics.get("loss", math.nan)), float(metrics.get("accuracy", math.nan))
-        record = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss, notes)
+        record, records = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss,
+                                             notes)
         self.rounds.append(record)
         self.clients.extend(records)
         log.info("%s", describe_round(record, records, self.cfg.num_server_rounds))
         return record
 
-    def _task(self, rnd: int, info: NodeInfo, work: int, profile_modes: dict[str, list[float]]) -> TrainTask:
+    def _margins(self, dtype: str) -> tuple[float, float] | None:
+        """The type's calibrated margins (None: margin = z, or no residuals yet)."""
+        return self.margins.margins(dtype) if self.cfg.margin == "conformal" else None
+
+    def _task(self, rnd: int, info: NodeInfo, work: int, share: ProfileShare | None = None) -> TrainTask:
         pred = self.predictors.get(info.device_type)
         send = pred is not None and info.predictor_id != pred.artifact_id
         return TrainTask(
             round=rnd, task=self.cfg.task, workload=self.workload, cost_as=self.cfg.cost_as, work_minibatches=work,
-            update_minibatches=self.cfg.local_minibatches if profile_modes else 0,
+            update_minibatches=self.cfg.local_minibatches if share else 0,
             proximal_mu=self.aggregator.proximal_mu, min_minibatches=self.cfg.min_minibatches,
             deadline_s=self.cfg.deadline_s, power_cap_w=self.cap_of(info), objective=self.cfg.objective,
             policy=self.cfg.policy, margin_z=self.cfg.margin_z, seed=self.cfg.seed, lr=self.cfg.lr,
             predictor_id=pred.artifact_id if pred else "", predictor_bytes=pred.artifact if send and pred else b"",
-            profile_modes=profile_modes, profile_minibatches=self.cfg.profile_minibatches,
+            profile_modes={str(k): v.astype(float).tolist() for k, v in share.modes.items()} if share else {},
+            profile_time_ms=tuple(share.time_ms) if share else (),
+            profile_power_w=tuple(share.power_w) if share else (),
+            profile_budget_s=share.budget_s if share else 0.0,
+            profile_minibatches=self.cfg.profile_minibatches,
+            margin_log=self._margins(info.device_type) if pred is not None else None,
         )
 
     def _collect(self, rnd: int, tasks: Mapping[int, TrainTask], replies: Mapping[int, Reply],
@@ -358,8 +360,7 @@ class FleetCoordinator:
             if res.work_done <= 0:  # a reply with no training and no profiling is never counted on time
                 records.append(replace(dropped, reason="replied without doing any work"))
                 continue
-            on_time = res.deadline_met or boot  # bootstrap rounds wait for the profiles
-            if on_time and res.num_examples > 0 and weights:
+            if res.deadline_met and res.num_examples > 0 and weights:  # bootstrap nodes too: no exemption
                 updates.append((res.num_examples, weights))
             records.append(replace(
                 dropped, status=ClientStatus.ON_TIME if res.deadline_met else ClientStatus.LATE, reason=reason,
@@ -367,7 +368,9 @@ class FleetCoordinator:
                 work_done=res.work_done, time_s=res.time_s, energy_j=res.energy_j, mean_power_w=res.mean_power_w,
                 pred_time_s=res.pred_time_s, pred_power_w=res.pred_power_w, pred_energy_j=res.pred_energy_j,
                 true_power_w=res.true_power_w, profiling_minibatches=res.profiling_minibatches,
-                choice_kind=res.choice_kind, choice=res.choice))
+                choice_kind=res.choice_kind, choice=res.choice, idle_power_w=info.idle_power_w,
+                maxn_time_ms=res.maxn_time_ms, maxn_power_w=res.maxn_power_w,
+                profiled_modes=int((res.samples["source"] == "profile").sum()) if boot and len(res.samples) else 0))
         return records, updates
 
     def _aggregate(self, rnd: int, updates: list[tuple[int, dict[str, np.ndarray]]]) -> None:
@@ -385,24 +388,24 @@ class FleetCoordinator:
             if isinstance(reply, str) or not len(reply[0].samples):
                 continue
             by_type.setdefault(reply[0].device_type, []).append(reply[0].samples)
+        for dtype in list(self.bootstraps):  # every bootstrap round counts, whether or not profiles came back
+            frames = by_type.pop(dtype, [])
+            got = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            boot = self.bootstraps[dtype]
+            boot.add(got[got["source"] == "profile"] if len(got) else got)
+            if boot.ready():
+                have = boot.have()
+                result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
+                self._install(dtype, result.meta.version)
+                del self.bootstraps[dtype]
+                notes.append(f"{dtype}: built {result.meta.label} ({result.rule}) from {boot.distinct()} modes "
+                             f"profiled in {boot.rounds} round(s)")
         for dtype, frames in by_type.items():
             samples = pd.concat(frames, ignore_index=True)
-            if dtype in self.bootstraps:
-                got = samples[samples["source"] == "profile"]
-                boot = self.bootstraps[dtype]
-                boot.rounds += 1
-                if len(got):
-                    boot.collected.append(got)
-                if boot.ready():
-                    have = pd.concat(boot.collected, ignore_index=True)
-                    result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
-                    self._install(dtype, result.meta.version)
-                    del self.bootstraps[dtype]
-                    notes.append(f"{dtype}: built {result.meta.label} ({result.rule}) from {len(have)} modes")
-                continue
             observed = samples[samples["source"] == "round"]
             if len(observed) and dtype in self.predictors:
                 knobs = list(get_space(dtype).knob_names)
+                self.margins.observe(dtype, self.predictors[dtype].table, observed)
                 res = builder.refine(self.store, dtype, self.workload,
                                      observed.loc[:, [*knobs, "time_ms", "power_w"]],
                                      threshold_pct=self.cfg.refine_threshold_pct, settings=self.build_settings)
@@ -412,36 +415,56 @@ class FleetCoordinator:
         return "; ".join(notes)
 
     def _round_record(self, rnd: int, bootstrap: bool, records: list[ClientRecord], wall_s: float,
-                      acc: float, loss: float, notes: str) -> RoundRecord:
+                      acc: float, loss: float, notes: str) -> tuple[RoundRecord, list[ClientRecord]]:
+        """The round's record, and the client records with what waiting for its close cost.
+
+        The round closes when its last reply arrives, or at the deadline if one is late; a
+        selected board that finished earlier waits at idle power until then. The MAXN figures
+        are the same client-rounds on a fleet without predictors - everything at maximum, the
+        full local work, then idle until that round's close - from the boards' ground truth.
+        """
+        replied = [c for c in records if c.status.replied]
+        close = min(max((c.time_s for c in replied), default=0.0), self.cfg.deadline_s)
+        maxn_t = {c.node_id: self.cfg.local_minibatches * c.maxn_time_ms / 1000.0 for c in replied}
+        maxn_close = min(max(maxn_t.values(), default=0.0), self.cfg.deadline_s)
+        records = [replace(c, idle_energy_j=c.idle_power_w * max(close - c.time_s, 0.0),
+                           maxn_energy_j=maxn_t[c.node_id] * c.maxn_power_w
+                           + c.idle_power_w * max(maxn_close - maxn_t[c.node_id], 0.0))
+                   if c.status.replied else c for c in records]
         replied = [c for c in records if c.status.replied]
         energy = float(sum(c.energy_j for c in replied))
         busy = float(sum(c.time_s for c in replied))
-        duration = max((c.time_s for c in replied), default=0.0)
-        if not bootstrap:
-            duration = min(duration, self.cfg.deadline_s)
         by_type_e: dict[str, float] = {}
         by_type_d: dict[str, float] = {}
         for c in replied:
             by_type_e[c.device_type] = by_type_e.get(c.device_type, 0.0) + c.energy_j
             by_type_d[c.device_type] = max(by_type_d.get(c.device_type, 0.0), c.time_s)
         versions = ",".join(f"{d}=v{p.version}" for d, p in sorted(self.predictors.items()))
-        return RoundRecord(
+        record = RoundRecord(
             round=rnd, bootstrap=bootstrap, selected=sum(c.status != ClientStatus.SKIPPED for c in records),
-            completed=sum(c.status == ClientStatus.ON_TIME or (bootstrap and c.status == ClientStatus.LATE)
-                          for c in records),
+            completed=sum(c.status == ClientStatus.ON_TIME for c in records),
             on_time=sum(c.status == ClientStatus.ON_TIME for c in records),
             late=sum(c.status == ClientStatus.LATE for c in records),
             dropped=sum(c.status == ClientStatus.DROPPED for c in records),
             skipped=sum(c.status == ClientStatus.SKIPPED for c in records), energy_j=energy,
-            mean_power_w=energy / busy if busy > 0 else math.nan, duration_s=duration, wall_s=wall_s,
+            idle_energy_j=float(sum(c.idle_energy_j for c in replied)),
+            maxn_energy_j=float(sum(c.maxn_energy_j for c in replied)),
+            mean_power_w=energy / busy if busy > 0 else math.nan, duration_s=close, wall_s=wall_s,
             accuracy=acc, loss=loss, profiling_minibatches=sum(c.profiling_minibatches for c in records),
             predictor_versions=versions, energy_by_type_j=by_type_e, duration_by_type_s=by_type_d, notes=notes,
         )
+        return record, records
 
     def report(self) -> RunReport:
         """The run's records and summary."""
-        predictors = {d: {"version": p.version, "artifact_id": p.artifact_id, "how": self.build_notes.get(d, "")}
-                      for d, p in self.predictors.items()}
+        predictors: dict[str, dict[str, object]] = {}
+        for d, p in self.predictors.items():
+            m = self._margins(d)
+            cv, seen = self.margins.counts(d)
+            predictors[d] = {"version": p.version, "artifact_id": p.artifact_id, "how": self.build_notes.get(d, ""),
+                             "margin": self.cfg.margin, "margin_time_pct": math.expm1(m[0]) * 100 if m else math.nan,
+                             "margin_power_pct": math.expm1(m[1]) * 100 if m else math.nan,
+                             "residuals_cv": cv, "residuals_rounds": seen}
         examples = sum(n for _, n in self.federated.values())
         federated = {key: sum(m.get(key, math.nan) * n for m, n in self.federated.values()) / examples
                      for key in ("accuracy", "loss")} if examples else {"accuracy": math.nan, "loss": math.nan}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +52,8 @@ class SelectionInput:
     min_minibatches: int
     margin_z: float
     fraction: float
+    #: calibrated (time, power) log margins per device type; a type without them uses margin_z
+    margins: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class SelectionPolicy(Protocol):
@@ -86,9 +88,10 @@ class DeadlineAwareSelection:
         for dtype, cap in {(n.device_type, inp.caps_w[n.node_id]) for n in inp.nodes}:
             table = inp.tables.get(dtype)
             if table is None:
-                per_group[dtype, cap] = (inp.local_minibatches, WorkKind.FULL, "full (no predictor yet)")
+                per_group[dtype, cap] = (inp.local_minibatches, WorkKind.FULL, "full (no predictor in use)")
                 continue
-            res = table.choose(power_cap_w=cap, objective="time", margin_z=inp.margin_z)
+            res = table.choose(power_cap_w=cap, objective="time", margin_z=inp.margin_z,
+                               margin_log=inp.margins.get(dtype))
             if not isinstance(res, Choice):
                 per_group[dtype, cap] = (0, WorkKind.NONE, f"no mode under {cap:g} W: {res.reason}")
                 continue

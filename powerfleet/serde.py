@@ -133,6 +133,7 @@ def state_to_payload(state: PredictorState, space: ModeSpace | None = None) -> p
             name=t.name, column=t.column, transform=t.transform, y_mean=t.y_mean, y_std=t.y_std,
             method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
             components=[_component_to_proto(c) for c in t.components],
+            cv_log_residuals=[float(r) for r in t.cv_log_residuals],
         )
         for t in state.targets
     ]
@@ -144,6 +145,7 @@ def state_to_payload(state: PredictorState, space: ModeSpace | None = None) -> p
         parent_id=state.parent_id, n_samples=state.n_samples, seed=state.seed,
         created_at=state.created_at or time.time(),
         settings_json=json.dumps(dict(state.settings), sort_keys=True),
+        sample_low=[float(v) for v in state.sample_low], sample_high=[float(v) for v in state.sample_high],
     )
     if space is not None:
         payload.space.CopyFrom(space_to_proto(space))
@@ -172,6 +174,7 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
                 method=t.method, cv_mape=dict(t.cv_mape), error_log_rmse=t.error_log_rmse,
                 components=tuple(_component_from_proto(c, f"{what}: {t.name}[{i}]")
                                  for i, c in enumerate(t.components)),
+                cv_log_residuals=tuple(t.cv_log_residuals),
             )
             for t in payload.targets
         )
@@ -183,6 +186,7 @@ def state_from_payload(payload: pb.PredictorPayload, what: str = "artifact") -> 
             parent_id=payload.parent_id, n_samples=payload.n_samples, seed=payload.seed,
             created_at=payload.created_at, settings=settings,
             schema_version=payload.schema_version,
+            sample_low=tuple(payload.sample_low), sample_high=tuple(payload.sample_high),
         )
     except ArtifactError:
         raise

@@ -4,6 +4,11 @@ Knobs are normalised to [0, 1] by their table rank. ``random`` draws uniformly w
 replacement. ``spacefill`` is a maximin Latin hypercube: every knob's range is covered in k
 even strata, interior included, and the most spread-out of several random designs wins.
 ``maxmin`` is greedy farthest-point (k-center) selection: corners first, then the gaps.
+
+For profiling inside FL rounds, :func:`decision_region` keeps only the modes a fleet could
+choose (under the cap, fast enough for some useful work, near the time/energy front) and
+:func:`farthest_first_order` orders them so that any prefix is spread out, starting from the
+mode the fleet is about to choose.
 """
 
 from __future__ import annotations
@@ -55,10 +60,40 @@ def sample_modes(
     return candidates.iloc[np.sort(_lhs_maximin(x, int(k), rng))].reset_index(drop=True)
 
 
-def _farthest_first(x: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+def decision_region(time_ms: np.ndarray, power_w: np.ndarray, *, power_cap_w: float, max_time_ms: float,
+                    near_front: float) -> np.ndarray:
+    """Mask of the modes a fleet could choose: (upper) power under the cap, minibatch time at
+    most ``max_time_ms``, and energy per minibatch within ``near_front`` (a fraction) of the
+    least energy of any such mode that is at least as fast - near the time/energy front, where
+    a min-energy choice under some deadline lands."""
+    t = np.asarray(time_ms, float)
+    e = t * np.asarray(power_w, float)
+    ok = (np.asarray(power_w, float) <= power_cap_w) & (t <= max_time_ms)
+    if not ok.any():
+        return ok
+    order = np.argsort(t, kind="stable")
+    best = np.minimum.accumulate(np.where(ok[order], e[order], np.inf))  # least energy at or below each time
+    front = np.empty_like(e)
+    front[order] = best
+    mask: np.ndarray = ok & (e <= (1.0 + near_front) * front)
+    return mask
+
+
+def farthest_first_order(candidates: pd.DataFrame, knobs: Sequence[str], start: int, k: int,
+                         seed: int = 0) -> list[int]:
+    """Positions of ``k`` rows of ``candidates`` in farthest-first order from row ``start``
+    (rank-normalised knobs): every prefix of the order is spread over the candidates."""
+    check_range("k", k, low=1, high=len(candidates))
+    check_range("start", start, low=0, high=len(candidates) - 1)
+    x = normalised_ranks(candidates, list(knobs))
+    return _farthest_first(x, int(k), np.random.default_rng(seed), start=start)
+
+
+def _farthest_first(x: np.ndarray, k: int, rng: np.random.Generator, start: int | None = None) -> list[int]:
     """Greedy max-min (k-center) design: corners first, then the largest gaps."""
     x = x + rng.uniform(-1e-6, 1e-6, size=x.shape)  # seed-dependent tie breaks
-    chosen = [int(np.argmin(((x - 0.5) ** 2).sum(axis=1)))]  # start at the centre
+    # start at the given row, else at the centre
+    chosen = [int(np.argmin(((x - 0.5) ** 2).sum(axis=1))) if start is None else int(start)]
     dist = ((x - x[chosen[0]]) ** 2).sum(axis=1)
     for _ in range(k - 1):
         nxt = int(np.argmax(dist))

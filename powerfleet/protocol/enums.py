@@ -12,9 +12,16 @@ from enum import StrEnum
 class Policy(StrEnum):
     """How a node chooses its power mode each round."""
 
+    @property
+    def uses_predictor(self) -> bool:
+        """Whether the policy consults the transferred predictor (only ``powertrain`` does; the
+        baselines model fleets without it and never profile)."""
+        return self is Policy.POWERTRAIN
+
     POWERTRAIN = "powertrain"  # the transferred predictor, under cap and deadline
     MAXN = "maxn"  # every knob at its maximum
     PRESET = "preset"  # the largest nvpmodel preset whose budget fits the cap
+    BEST_PRESET = "best-preset"  # the cheapest preset meeting cap and deadline, with hindsight (simulated)
     RANDOM = "random"  # any mode
     ORACLE = "oracle"  # the simulator's ground truth (simulated boards only)
 

@@ -67,14 +67,21 @@ class TrainTask:
     lr: float = 0.05
     predictor_id: str = ""
     predictor_bytes: bytes = b""  # sent only when the node lacks ``predictor_id``
-    #: bootstrap: modes to profile (knob name -> values); their minibatches are training steps
+    #: bootstrap: modes to profile, in priority order (knob name -> values); their minibatches
+    #: are training steps, measured until known well enough, as many as fit the deadline
     profile_modes: Mapping[str, Sequence[float]] = field(default_factory=dict)
-    profile_minibatches: int = 20
+    #: the coordinator's estimate of each profile mode's minibatch time (ms), to plan the budget
+    profile_time_ms: Sequence[float] = ()
+    profile_power_w: Sequence[float] = ()  # ... and of its board power (W), to stay under the cap
+    profile_budget_s: float = 0.0  # device time it may profile for (0: the deadline)
+    profile_minibatches: int = 60  # most measured minibatches per profiled mode
     #: the update sent back is the model after at most this many minibatches (profiling runs
     #: more; a bootstrap node's update must not outweigh a normal one); 0: after all of them
     update_minibatches: int = 0
     cost_as: str = ""  # simulation only (see NodeQuery)
     proximal_mu: float = 0.0  # FedProx: pull of the local model towards the global one
+    #: calibrated log margins (time, power) that replace ``margin_z``; None: use ``margin_z``
+    margin_log: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +111,10 @@ class TrainResult:
     choice: str  # why, in words: the binding constraint, the baseline's rule, ...
     samples: pd.DataFrame  # observed (mode, time_ms, power_w) rows: profiled and in-round
     predictor_id: str = ""
+    #: the board's ground truth at MAXN for this workload (simulated boards; NaN on real ones):
+    #: what the same round would have cost on a fleet that runs everything at maximum
+    maxn_time_ms: float = float("nan")
+    maxn_power_w: float = float("nan")
 
     def metrics(self) -> dict[str, float]:
         """Scalar metrics for records and reports (``num-examples`` under Flower's name)."""
@@ -157,7 +168,11 @@ def task_to_records(task: TrainTask, weights: Mapping[str, np.ndarray]) -> Recor
         "power-cap-w": task.power_cap_w, "objective": task.objective, "policy": task.policy,
         "margin-z": task.margin_z, "seed": task.seed, "lr": task.lr, "predictor-id": task.predictor_id,
         "profile-modes": _json({k: list(map(float, v)) for k, v in task.profile_modes.items()}),
+        "profile-time-ms": [float(v) for v in task.profile_time_ms],
+        "profile-power-w": [float(v) for v in task.profile_power_w],
+        "profile-budget-s": task.profile_budget_s,
         "profile-minibatches": task.profile_minibatches,
+        "margin-log": [float(v) for v in task.margin_log] if task.margin_log is not None else [],
     })
     records: dict[str, Any] = {"arrays": _arrays(weights), "config": config}
     if task.predictor_bytes:
@@ -183,6 +198,9 @@ def task_from_records(rd: RecordDict) -> tuple[TrainTask, dict[str, np.ndarray]]
         margin_z=_f(c["margin-z"]), seed=_i(c["seed"]), lr=_f(c["lr"]),
         predictor_id=str(c["predictor-id"]), predictor_bytes=artifact,
         profile_modes=json.loads(str(c["profile-modes"])), profile_minibatches=_i(c["profile-minibatches"]),
+        profile_time_ms=tuple(_f(v) for v in _list(c["profile-time-ms"])),
+        profile_power_w=tuple(_f(v) for v in _list(c["profile-power-w"])), margin_log=_pair(c["margin-log"]),
+        profile_budget_s=_f(c["profile-budget-s"]),
     )
     arrays = rd.array_records["arrays"]
     weights = {k: arrays[k].numpy() for k in arrays}
@@ -216,6 +234,7 @@ def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict
         profiling_minibatches=_i(m["profiling_minibatches"]), choice_kind=_enum(ChoiceKind, meta["choice-kind"]),
         choice=str(meta["choice"]),
         samples=samples, predictor_id=str(meta["predictor-id"]),
+        maxn_time_ms=_f(m["maxn_time_ms"]), maxn_power_w=_f(m["maxn_power_w"]),
     )
     arrays = rd.array_records["arrays"]
     return res, {k: arrays[k].numpy() for k in arrays}
@@ -245,6 +264,21 @@ def _i(value: object) -> int:
     if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
         return int(value)
     raise DataFormatError(f"message field {value!r} is not an integer")
+
+
+def _list(value: object) -> list[object]:
+    if isinstance(value, list):
+        return value
+    raise DataFormatError(f"message field {value!r} is not a list")
+
+
+def _pair(value: object) -> tuple[float, float] | None:
+    items = _list(value)
+    if not items:
+        return None
+    if len(items) != 2:
+        raise DataFormatError(f"message field {value!r} is not a (time, power) pair")
+    return _f(items[0]), _f(items[1])
 
 
 def _arrays(weights: Mapping[str, np.ndarray]) -> ArrayRecord:

@@ -3,7 +3,9 @@
 It runs the same coordinator, selection policy and mode-choice code as the Flower engine,
 but a node's round is evaluated from the simulator's *steady-state* physics with the window
 noise of a simulated board (no per-minibatch warm-up, thermal dynamics or throttling), and
-vectorised per device type, so rounds of thousands of clients take well under a second.
+vectorised per device type, so rounds of thousands of clients take well under a second. A
+node that bootstraps profiles on its own simulated board, with the same code as a Flower
+node (``powertrain.profiler.profile_within``).
 Nodes that share a device type, policy, cap, deadline and work make the same predicted
 choice, so that choice is made once per group; the ``oracle`` uses the nominal unit's truth.
 """
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from client import policies
-from client.runtime import build_result, predictor_table
+from client.runtime import JOIN_WARMUP_MINIBATCHES, build_result, predictor_table, profile_budget_s
 from coordinator.fleet import FleetSpec
 from coordinator.rounds import Replies
 from powerfleet.protocol.enums import ChoiceKind, Policy
@@ -28,7 +30,8 @@ from powertrain.boards import BoardPhysics, get_board
 from powertrain.devices.physics import UnitVariation, evaluate, steady_temperature_c
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.optimize import ModeTable
-from powertrain.workloads import Workload
+from powertrain.profiler import SequentialSettings, profile_within
+from powertrain.workloads import REFERENCE_WORKLOAD, Workload
 
 #: The window noise of a simulated board: the analytic nodes draw the same per-window noise.
 NOISE = NoiseModel()
@@ -60,6 +63,7 @@ class AnalyticBackend:
             units = [UnitVariation.for_unit(t, self.nodes[int(i)].unit) for i in ids]
             self.variation[t] = (ids, UnitVariation.stacked(units))
         self.tables: dict[tuple[str, str], ModeTable] = {}
+        self.boards: dict[int, SimulatedJetson] = {}
         self._verified: dict[tuple[bytes, str], str] = {}
 
     def node_ids(self) -> list[int]:
@@ -84,6 +88,20 @@ class AnalyticBackend:
             node.predictor_id = self._verified[key]
         return self.tables.get((node.predictor_id, node.device_type))
 
+    @staticmethod
+    def _workload(task: TrainTask) -> Workload:
+        """What the boards are charged for one minibatch of the task."""
+        return workload_for(cached_task(task.task), task.cost_as)
+
+    def _board(self, node: _Node, seed: int) -> SimulatedJetson:
+        """The node's own simulated board for in-round profiling (kept across rounds; warmed once,
+        as a node warms its framework when it joins)."""
+        if node.node_id not in self.boards:
+            board = SimulatedJetson(node.device_type, unit=node.unit, seed=seed)
+            board.run(REFERENCE_WORKLOAD, JOIN_WARMUP_MINIBATCHES)
+            self.boards[node.node_id] = board
+        return self.boards[node.node_id]
+
     def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
                  timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
         """No training here, so nothing to evaluate."""
@@ -101,7 +119,7 @@ class AnalyticBackend:
             if task.profile_modes:
                 profiling[node_id] = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
             key = (node.device_type, task.policy, task.work_minibatches, task.power_cap_w, task.deadline_s,
-                   task.objective, task.margin_z, node.predictor_id)
+                   task.objective, task.margin_z, task.margin_log, node.predictor_id)
             if task.work_minibatches == 0:  # bootstrap: profiling only
                 plans[node_id] = policies.Plan(self.templates[node.device_type].space.max_mode(), 0, 0.0, 0.0,
                                                ChoiceKind.PROFILING, "profiling only")
@@ -111,7 +129,8 @@ class AnalyticBackend:
                 group_plan[key] = policies.plan(
                     task.policy, self.templates[node.device_type], work=task.work_minibatches,
                     deadline_s=task.deadline_s, power_cap_w=task.power_cap_w, objective=task.objective,
-                    margin_z=task.margin_z, table=table, rng=rng, workload=task.workload)
+                    margin_z=task.margin_z, table=table, rng=rng, workload=self._workload(task),
+                    margin_log=task.margin_log)
             plans[node_id] = group_plan[key]
         for dtype in {self.nodes[n].device_type for n in plans}:
             self._evaluate_type(dtype, {n: p for n, p in plans.items() if self.nodes[n].device_type == dtype},
@@ -135,23 +154,29 @@ class AnalyticBackend:
         unit = variation.take(rows)  # carries each node's unit id: its roughness
         t_mb, p_true = _steady(board, workload, modes, tpc, unit)
         n = len(node_ids)
+        maxn_mode = template.space.max_mode()
+        maxn_t, maxn_p = _steady(board, workload, np.tile([maxn_mode[k] for k in knobs], (n, 1)), np.ones(n), unit)
         t_noisy = t_mb * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, n))
         observed: list[dict[str, float | str]] = []
         for j, node_id in enumerate(node_ids):
             task, plan = tasks[node_id], plans[node_id]
             time_s, energy, profiled, samples = 0.05, 0.0, 0, _EMPTY
-            if node_id in profiling:
-                frame = profiling[node_id]
-                pt, pp = _steady(board, workload, frame.loc[:, list(knobs)].to_numpy(float),
-                                 np.ones(len(frame)), unit.repeat(j, len(frame)))
-                mt = pt * np.exp(self.rng.normal(0.0, NOISE.time_window_sigma, len(frame)))
-                per_mode = np.maximum(3, np.ceil(1.0 / pt)) + task.profile_minibatches
-                mp = pp * (1.0 + self.rng.normal(0.0, NOISE.power_window_sigma(per_mode * mt)))
-                time_s += float(np.sum(per_mode * mt))
-                energy += float(np.sum(per_mode * mt * mp))
-                profiled = int(per_mode.sum())
-                samples = frame.assign(time_ms=mt * 1000.0, power_w=mp, device=dtype, workload=task.workload,
-                                       source="profile", device_unit=self.nodes[node_id].unit)
+            true_power = float(p_true[j])
+            if node_id in profiling:  # the node's own board profiles, exactly as a Flower node does
+                dev = self._board(self.nodes[node_id], task.seed)
+                run = profile_within(dev, workload, profiling[node_id], profile_budget_s(task),
+                                     SequentialSettings(max_minibatches=task.profile_minibatches),
+                                     est_time_ms=task.profile_time_ms or None, power_cap_w=task.power_cap_w)
+                time_s, energy, profiled = run.device_seconds, run.energy_j, run.total_minibatches
+                samples = run.frame.drop(columns="windows").assign(workload=task.workload, source="profile",
+                                                                    device_unit=self.nodes[node_id].unit)
+                tried = run.tried if run.tried is not None else run.frame
+                if len(tried):  # every mode profiling ran, abandoned ones included
+                    _, pp = _steady(board, workload, tried.loc[:, list(knobs)].to_numpy(float),
+                                    np.ones(len(tried)), unit.repeat(j, len(tried)))
+                    true_power = float(pp.max())
+                else:
+                    true_power = energy / max(time_s, 1e-9)
             work = plan.work if task.work_minibatches > 0 else 0
             window_s = work * float(t_noisy[j])
             p_seen = float(p_true[j]) * (1.0 + float(self.rng.normal(0.0, NOISE.power_window_sigma(window_s))))
@@ -163,9 +188,10 @@ class AnalyticBackend:
                                  "device_unit": self.nodes[node_id].unit})
             res = build_result(
                 node_id=node_id, device_type=dtype, unit=self.nodes[node_id].unit, task=task, decision=plan,
-                work=work, profiled=profiled, time_s=time_s, energy_j=energy, true_power_w=float(p_true[j]),
+                work=work, profiled=profiled, time_s=time_s, energy_j=energy, true_power_w=true_power,
                 train_loss=float("nan"), samples=samples, predictor_id=self.nodes[node_id].predictor_id,
-                num_examples=0)  # no training here: nothing to aggregate
+                num_examples=0,  # no training here: nothing to aggregate
+                maxn=(float(maxn_t[j]) * 1000.0, float(maxn_p[j])))
             out[node_id] = (res, {})
         if observed:  # the round's observations ride on one result of the type
             first = node_ids[0]

@@ -87,7 +87,7 @@ class Component(_message.Message):
     def __init__(self, weight: _Optional[float] = ..., network: _Optional[_Union[Network, _Mapping]] = ..., scale: _Optional[float] = ..., shift: _Optional[float] = ..., linear: _Optional[_Union[Linear, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class TargetModel(_message.Message):
-    __slots__ = ("name", "column", "transform", "y_mean", "y_std", "method", "components", "cv_mape", "error_log_rmse")
+    __slots__ = ("name", "column", "transform", "y_mean", "y_std", "method", "components", "cv_mape", "error_log_rmse", "cv_log_residuals")
     class CvMapeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class TargetModel(_message.Message):
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     CV_MAPE_FIELD_NUMBER: _ClassVar[int]
     ERROR_LOG_RMSE_FIELD_NUMBER: _ClassVar[int]
+    CV_LOG_RESIDUALS_FIELD_NUMBER: _ClassVar[int]
     name: str
     column: str
     transform: str
@@ -113,10 +114,11 @@ class TargetModel(_message.Message):
     components: _containers.RepeatedCompositeFieldContainer[Component]
     cv_mape: _containers.ScalarMap[str, float]
     error_log_rmse: float
-    def __init__(self, name: _Optional[str] = ..., column: _Optional[str] = ..., transform: _Optional[str] = ..., y_mean: _Optional[float] = ..., y_std: _Optional[float] = ..., method: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., cv_mape: _Optional[_Mapping[str, float]] = ..., error_log_rmse: _Optional[float] = ...) -> None: ...
+    cv_log_residuals: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., column: _Optional[str] = ..., transform: _Optional[str] = ..., y_mean: _Optional[float] = ..., y_std: _Optional[float] = ..., method: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., cv_mape: _Optional[_Mapping[str, float]] = ..., error_log_rmse: _Optional[float] = ..., cv_log_residuals: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictorPayload(_message.Message):
-    __slots__ = ("schema_version", "device_type", "workload", "knobs", "knob_transforms", "input_mean", "input_std", "targets", "made_by", "parent_id", "n_samples", "seed", "created_at", "settings_json", "space")
+    __slots__ = ("schema_version", "device_type", "workload", "knobs", "knob_transforms", "input_mean", "input_std", "targets", "made_by", "parent_id", "n_samples", "seed", "created_at", "settings_json", "space", "sample_low", "sample_high")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +134,8 @@ class PredictorPayload(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LOW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_HIGH_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     device_type: str
     workload: str
@@ -147,7 +151,9 @@ class PredictorPayload(_message.Message):
     created_at: float
     settings_json: str
     space: KnobSpace
-    def __init__(self, schema_version: _Optional[int] = ..., device_type: _Optional[str] = ..., workload: _Optional[str] = ..., knobs: _Optional[_Iterable[str]] = ..., knob_transforms: _Optional[_Iterable[str]] = ..., input_mean: _Optional[_Iterable[float]] = ..., input_std: _Optional[_Iterable[float]] = ..., targets: _Optional[_Iterable[_Union[TargetModel, _Mapping]]] = ..., made_by: _Optional[_Union[MadeBy, str]] = ..., parent_id: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., created_at: _Optional[float] = ..., settings_json: _Optional[str] = ..., space: _Optional[_Union[KnobSpace, _Mapping]] = ...) -> None: ...
+    sample_low: _containers.RepeatedScalarFieldContainer[float]
+    sample_high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, schema_version: _Optional[int] = ..., device_type: _Optional[str] = ..., workload: _Optional[str] = ..., knobs: _Optional[_Iterable[str]] = ..., knob_transforms: _Optional[_Iterable[str]] = ..., input_mean: _Optional[_Iterable[float]] = ..., input_std: _Optional[_Iterable[float]] = ..., targets: _Optional[_Iterable[_Union[TargetModel, _Mapping]]] = ..., made_by: _Optional[_Union[MadeBy, str]] = ..., parent_id: _Optional[str] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., created_at: _Optional[float] = ..., settings_json: _Optional[str] = ..., space: _Optional[_Union[KnobSpace, _Mapping]] = ..., sample_low: _Optional[_Iterable[float]] = ..., sample_high: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PredictorArtifact(_message.Message):
     __slots__ = ("magic", "format_version", "payload", "digest")

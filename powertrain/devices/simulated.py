@@ -78,6 +78,7 @@ class NoiseModel:
 _SWITCH_S = 0.05  # time to retarget clocks and online cores
 _REBOOT_S = 45.0  # a preset with another TPC mask needs a reboot
 _THROTTLE_CHECK_S = 1.0  # thermal zone polling interval (cpu-thermal: 1000 ms)
+COLD_MINIBATCHES = 10  # the cold start (allocator, cuDNN autotune) is over after this many minibatches
 
 
 class SimulatedJetson(Device):
@@ -120,6 +121,7 @@ class SimulatedJetson(Device):
         self._tpc_fraction = 1.0
         self._since_change = 0
         self._cold = True
+        self._cold_minibatches = 0  # minibatches since start or the last reboot
         self._clock_s = 0.0
         self._true_energy_j = 0.0  # what the board physically drew
         self._meter_j = 0.0  # integrated power readings up to _meter_t_s
@@ -218,8 +220,8 @@ class SimulatedJetson(Device):
                 ev = self._evaluate_current(wl)
                 level_evaluated = self._throttle_level
             warm = 1.0
-            if self._cold:
-                warm += nz.cold_amplitude * math.exp(-self._since_change / 1.0)
+            if self._cold:  # decays with the minibatches run since start (or a reboot), not since a switch
+                warm += nz.cold_amplitude * math.exp(-self._cold_minibatches / 1.0)
             warm += nz.warmup_amplitude * math.exp(-self._since_change / max(nz.warmup_minibatches, 1e-9))
             jitter = 1.0
             if nz.time_minibatch_sigma:
@@ -237,7 +239,8 @@ class SimulatedJetson(Device):
             self._advance(dt, target, dynamic)
             times[i] = dt * 1000.0
             self._since_change += 1
-        if self._since_change > 10:
+            self._cold_minibatches += 1
+        if self._cold_minibatches > COLD_MINIBATCHES:
             self._cold = False
         samples, self._window, offset = self._window, None, self._offset
         self._offset = 1.0
@@ -263,6 +266,7 @@ class SimulatedJetson(Device):
         snap.update({
             "device_type": self.device_type, "unit": self._unit, "seed": self._seed,
             "tpc_fraction": self._tpc_fraction, "since_change": self._since_change, "cold": self._cold,
+            "cold_minibatches": self._cold_minibatches,
             "clock_s": self._clock_s, "true_energy_j": self._true_energy_j, "meter_j": self._meter_j,
             "meter_t_s": self._meter_t_s, "reading_w": self._reading_w, "next_sample_s": self._next_sample_s,
             "throttle_level": self._throttle_level,
@@ -286,6 +290,7 @@ class SimulatedJetson(Device):
             self._tpc_fraction = float(snapshot["tpc_fraction"])
             self._since_change = int(snapshot["since_change"])
             self._cold = bool(snapshot["cold"])
+            self._cold_minibatches = int(snapshot.get("cold_minibatches", 0 if self._cold else COLD_MINIBATCHES + 1))
             self._clock_s = float(snapshot["clock_s"])
             self._true_energy_j = float(snapshot["true_energy_j"])
             self._meter_j = float(snapshot["meter_j"])
@@ -368,6 +373,7 @@ class SimulatedJetson(Device):
         self._since_change = 0
         if reboot:
             self._cold = True
+            self._cold_minibatches = 0
         self._advance_idle(_REBOOT_S if reboot else _SWITCH_S)
 
     def _effective(self) -> dict[str, float]:

@@ -49,6 +49,7 @@ from powertrain.errors import (
 )
 from powertrain.predictor import nets
 from powertrain.predictor.state import (
+    MAX_RESIDUALS,
     ComponentState,
     LinearState,
     NetworkState,
@@ -80,6 +81,9 @@ class Prediction:
     power_log_sd: np.ndarray
     time_col: str = "time_ms"
     power_col: str = "power_w"
+    #: per mode, whether it lies within the knob ranges the model was fitted on (None: unknown);
+    #: outside them a prediction is an extrapolation the optimizer does not act on
+    supported: np.ndarray | None = None
 
     def upper(self, z: float) -> tuple[np.ndarray, np.ndarray]:
         """Time and power ``z`` standard deviations above the prediction."""
@@ -266,11 +270,13 @@ class PowerTrainPredictor:
                 components=(ComponentState(1.0, nets.to_network_state(nets.select(best, sel), self.activation),
                                            label="reference"),),
                 cv_mape={"reference": mape}, error_log_rmse=log_rmse,
+                cv_log_residuals=_subsample((val_true - val_pred) * stats[t][1], self.seed),
             ))
         self.state_ = PredictorState(
             device_type=device_type, workload=workload, knobs=self.knobs, knob_transforms=transforms,
             input_mean=mean, input_std=std, targets=tuple(targets), kind="reference", n_samples=n,
             seed=self.seed, created_at=_time.time(), settings=self.get_params(),
+            sample_low=_ranges(raw)[0], sample_high=_ranges(raw)[1],
         )
         return self
 
@@ -298,11 +304,13 @@ class PowerTrainPredictor:
         run = _TransferRun(child, src, data)
         targets = tuple(run.choose(name) for name in TARGETS)
         settings = {**child.get_params(), "cv_folds_used": run.k_folds, "chosen_steps": run.chosen_steps}
+        low, high = _ranges(data.loc[:, list(src.knobs)].to_numpy(float))
         child.state_ = PredictorState(
             device_type=device_type, workload=workload,
             knobs=src.knobs, knob_transforms=src.knob_transforms, input_mean=src.input_mean.copy(),
             input_std=src.input_std.copy(), targets=targets, kind="transfer", parent_id=parent_id,
             n_samples=len(data), seed=child.seed, created_at=_time.time(), settings=settings,
+            sample_low=low, sample_high=high,
         )
         return child
 
@@ -324,7 +332,7 @@ class PowerTrainPredictor:
             log_sd = np.sqrt((sd * tgt.y_std) ** 2 + tgt.error_log_rmse**2)
             outs.append((np.exp(log_mean), log_sd))
         return Prediction(outs[0][0], outs[1][0], outs[0][1], outs[1][1],
-                          self.time_col, self.power_col)
+                          self.time_col, self.power_col, supported=state.supported(raw))
 
     # ------------------------------------------------------------------ persistence
     def to_state(self) -> PredictorState:
@@ -559,6 +567,7 @@ class _TransferRun:
             transform="log", y_mean=tgt.y_mean, y_std=y_std, method=chosen, components=components,
             cv_mape={m: float(v[0]) for m, v in scores.items()},
             error_log_rmse=float(np.sqrt(np.mean((cv_pred - y) ** 2))) * y_std,
+            cv_log_residuals=_subsample((y - cv_pred) * y_std, self.child.seed),
         )
 
 
@@ -636,6 +645,19 @@ def linear_output(model: LinearState, feats: np.ndarray) -> np.ndarray:
     if model.features != "poly2":
         raise DataFormatError(f"linear component features {model.features!r} are not supported")
     return np.asarray(model.intercept + ((feats - model.feature_mean) / model.feature_std) @ model.coef)
+
+
+def _ranges(raw: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The knob ranges of fitted samples (``sample_low``, ``sample_high`` of a state)."""
+    return tuple(float(v) for v in raw.min(axis=0)), tuple(float(v) for v in raw.max(axis=0))
+
+
+def _subsample(residuals: np.ndarray, seed: int) -> tuple[float, ...]:
+    """At most MAX_RESIDUALS of ``residuals`` (a seeded random subset), as plain floats."""
+    r = np.asarray(residuals, float)
+    if len(r) > MAX_RESIDUALS:
+        r = np.random.default_rng([seed, 31]).choice(r, MAX_RESIDUALS, replace=False)
+    return tuple(float(v) for v in r)
 
 
 def _simplex(parts: int, step: float) -> list[tuple[float, ...]]:

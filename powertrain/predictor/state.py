@@ -21,6 +21,9 @@ from powertrain.errors import DataFormatError
 STATE_SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
+#: Most held-out residuals a target keeps (for calibrated margins).
+MAX_RESIDUALS = 512
+
 KNOB_TRANSFORMS = ("log", "linear")
 TARGET_TRANSFORMS = ("log",)
 ACTIVATIONS = ("relu", "silu")
@@ -148,6 +151,9 @@ class TargetState:
     #: RMSE of log(prediction / truth) of the chosen model, from cross-validation or
     #: held-out data; the optimizer adds it to the ensemble spread as a safety margin
     error_log_rmse: float = 0.0
+    #: held-out residuals log(measured / predicted) of the chosen model (transfer CV, or the
+    #: reference's validation split, at most MAX_RESIDUALS): what calibrated margins are built from
+    cv_log_residuals: tuple[float, ...] = ()
 
     def base_component(self) -> ComponentState:
         """The network component later transfers start from (the one with the largest weight)."""
@@ -162,6 +168,9 @@ class TargetState:
             raise DataFormatError(f"target {self.name}: no components")
         if not (np.isfinite(self.y_mean) and np.isfinite(self.y_std) and self.y_std > 0):
             raise DataFormatError(f"target {self.name}: bad normalisation {self.y_mean}, {self.y_std}")
+        if len(self.cv_log_residuals) > MAX_RESIDUALS or not np.all(np.isfinite(self.cv_log_residuals)):
+            raise DataFormatError(f"target {self.name}: cv_log_residuals must be at most {MAX_RESIDUALS} finite "
+                                  "numbers")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,10 @@ class PredictorState:
     created_at: float = 0.0  # unix seconds
     settings: Mapping[str, Any] = field(default_factory=dict)  # JSON-able hyper-parameters
     schema_version: int = STATE_SCHEMA_VERSION
+    #: per knob, the least and largest value of the samples it was fitted on: where it has seen
+    #: data (its support); empty when unknown (version-1 artifacts)
+    sample_low: tuple[float, ...] = ()
+    sample_high: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         k = len(self.knobs)
@@ -193,6 +206,11 @@ class PredictorState:
             raise DataFormatError(f"input scaling must have shape ({k},)")
         if not np.all(self.input_std > 0):
             raise DataFormatError("input scaling std must be positive")
+        if (self.sample_low or self.sample_high) and not (
+                len(self.sample_low) == len(self.sample_high) == k
+                and all(np.isfinite(lo) and np.isfinite(hi) and lo <= hi
+                        for lo, hi in zip(self.sample_low, self.sample_high, strict=True))):
+            raise DataFormatError(f"sample ranges must be {k} finite (low <= high) pairs, or none")
         names = [t.name for t in self.targets]
         if sorted(names) != ["power", "time"]:
             raise DataFormatError(f"targets must be time and power, got {names}")
@@ -208,6 +226,16 @@ class PredictorState:
                 f"predictor schema version {self.schema_version} is not supported "
                 f"(this build reads versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
             )
+
+    def supported(self, raw: np.ndarray) -> np.ndarray | None:
+        """Per row of knob values (columns in ``knobs`` order): whether every knob lies within
+        the range the predictor was fitted on; None when the ranges are unknown."""
+        if not self.sample_low:
+            return None
+        lo, hi = np.asarray(self.sample_low), np.asarray(self.sample_high)
+        tol = 1e-9 * np.maximum(np.abs(hi), 1.0)
+        mask: np.ndarray = np.all((raw >= lo - tol) & (raw <= hi + tol), axis=1)
+        return mask
 
     def target(self, name: str) -> TargetState:
         """The target called ``name``."""

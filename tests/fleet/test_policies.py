@@ -9,7 +9,7 @@ import pytest
 from client import policies
 from powertrain.devices import GroundTruth, SimulatedJetson
 from powertrain.errors import InvalidParameterError
-from powertrain.optimize import ModeTable
+from powertrain.optimize import TRANSIENT_MINIBATCHES, ModeTable
 from powertrain.predictor import Prediction
 
 
@@ -30,7 +30,7 @@ def test_powertrain_meets_deadline_and_cap_at_least_energy() -> None:
     assert plan.choice == "feasible" and plan.work == 50
     t_up, p_up = table.upper(2.0)
     i = table.index_of(plan.mode)
-    allowance = 50 + policies.TRANSIENT_MINIBATCHES
+    allowance = 50 + TRANSIENT_MINIBATCHES
     assert t_up[i] * allowance <= 20_000 and p_up[i] <= 25.0
     feasible = (t_up * allowance <= 20_000) & (p_up <= 25.0)
     assert table.energy_mj[i] == pytest.approx(table.energy_mj[feasible].min())
@@ -48,7 +48,7 @@ def test_trims_work_when_deadline_is_infeasible() -> None:
     assert 1 <= plan.work < 100
     t_up, _ = table.upper(1.0)
     i = table.index_of(plan.mode)
-    assert t_up[i] * (plan.work + policies.TRANSIENT_MINIBATCHES) <= 10_000
+    assert t_up[i] * (plan.work + TRANSIENT_MINIBATCHES) <= 10_000
     assert t_up[i] == pytest.approx(t_up.min())  # the fastest mode under the (loose) cap
 
 
