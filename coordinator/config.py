@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from powerfleet.protocol.enums import Policy, Selection
 from powerfleet.protocol.tasks import TaskError, parse_task_reference
@@ -92,6 +92,16 @@ class RunConfig(BaseModel):
                                      description="Nodes that must be connected before round 1.")
     node_wait_timeout_s: float = Field(300.0, gt=0, le=86_400.0,
                                        description="How long to wait for min-available-nodes before failing (s).")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true``/``false`` are not numbers or names here (pydantic would read ``true`` as 1)."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[str(info.field_name)].annotation
+            kind = {int: "int_type", float: "float_type"}.get(annotation, "string_type")  # type: ignore[arg-type]
+            raise PydanticCustomError(kind, "a boolean is not a valid value here")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

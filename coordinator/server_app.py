@@ -57,15 +57,21 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     """
     if fleet is None:
         fleet = FleetSpec.load(cfg.fleet_file) if cfg.fleet_file else default_fleet()
+    created = not out_dir_for(cfg, run_id).exists()
     out = check_report_dir(out_dir_for(cfg, run_id), what="out-dir")  # before any round, not after the run
-    url = resolve_store_url(cfg.store)
-    store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
-    log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
     try:
-        report = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet, on_round=on_round).run()
-        pending = store.stats().get("pending", 0)
-    finally:
-        store.close()
+        url = resolve_store_url(cfg.store)
+        store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
+        log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
+        try:
+            report = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet, on_round=on_round).run()
+            pending = store.stats().get("pending", 0)
+        finally:
+            store.close()
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that failed leaves no empty report directory behind
+        raise
     report.summary["store"] = redact_url(url) if url else "embedded"
     report.summary["store_writes_pending"] = pending
     if pending:
@@ -92,8 +98,7 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def fail(exc: PowerfleetError) -> None:
-    """End the run with a failed status and one line (Flower's exit path, no traceback)."""
+    """End the run with a failed status and one line (Flower's exit path logs it once, no traceback)."""
     from flwr.supercore.exit import ExitCode, flwr_exit
 
-    log.error("powerfleet: %s", exc.message)
     flwr_exit(ExitCode.SERVERAPP_EXCEPTION, f"powerfleet: {exc.message}")

@@ -60,9 +60,27 @@ def _default_text(key: str, default: object) -> str:
     return str(default) if default != "" else '""'
 
 
-def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
+def parse_run_config(text: str) -> dict[str, Any]:
+    """Flower's ``--run-config`` syntax, strictly: Flower's parser skips a token it cannot read
+    (``rounds=``, a bare word) without a word; here every token must be a pair it read."""
+    import shlex
+
     from flwr.common.config import parse_config_args
 
+    bad = (f"--run-config {text!r} must be space-separated key=value pairs with quoted strings, "
+           "e.g. 'deadline-s=30 policy=\"maxn\"'")
+    try:
+        parsed: dict[str, Any] = parse_config_args([text])
+        tokens = shlex.split(text)
+    except (click.ClickException, ValueError):
+        raise InvalidParameterError(bad) from None
+    for token in tokens:
+        if token.split("=", 1)[0] not in parsed:
+            raise InvalidParameterError(f"{bad}; {token!r} is not one")
+    return parsed
+
+
+def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     from coordinator.config import RunConfig
     from coordinator.fleet import DEFAULT_FLEET, FleetSpec
     from coordinator.report import SUMMARY_KEYS, check_report_dir
@@ -71,12 +89,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
 
     overrides: dict[str, Any] = {}
     if run_config:
-        try:
-            overrides.update(parse_config_args([run_config]))
-        except click.ClickException:
-            raise InvalidParameterError(
-                f"--run-config {run_config!r} must be space-separated key=value pairs with quoted strings, "
-                "e.g. 'deadline-s=30 policy=\"maxn\"'") from None
+        overrides.update(parse_run_config(run_config))
     overrides.update({k.replace("_", "-"): v for k, v in flags.items() if v is not None})
     spec = FleetSpec.load(str(overrides.get("fleet-file") or DEFAULT_FLEET))
     # the fleet file's [run] table sets this fleet's defaults; the command line wins over it

@@ -76,6 +76,9 @@ def test_fraction_and_all_selection() -> None:
         ({"num-server-rounds": "many"}, "num-server-rounds='many' must be an integer"),
         ({"deadline-s": float("inf")}, "deadline-s must be in (0, 86400]; got inf"),
         ({"deadline-s": "soon"}, "deadline-s='soon' must be a number"),
+        ({"deadline-s": True}, "deadline-s=True must be a number"),
+        ({"num-server-rounds": False}, "num-server-rounds=False must be an integer"),
+        ({"store": True}, "store=True must be a string"),
         ({"selection": "best"}, "selection 'best' is not known; valid names: deadline, all"),
         ({"reference-source": "web"}, "reference-source 'web' is not known; valid names: sim, store"),
         ({"min-available-nodes": 0}, "min-available-nodes must be in [1, 1e+06]; got 0"),
@@ -168,4 +171,34 @@ def test_simulate_cli_bad_input(cli, tmp_path: Path) -> None:  # type: ignore[no
     _one_line(code, err, "cost-as 'gpt' is not known")
     code, _, err = cli("simulate", "--fleet", str(fleet), "--store", "redis://127.0.0.1:1/0", "--out", str(out))
     _one_line(code, err, "does not answer")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("run_config", "message"),
+    [
+        ("colour=1", "run config key 'colour' is not known; valid keys: num-server-rounds,"),
+        ('num-server-rounds="many"', "run config num-server-rounds='many' must be an integer"),
+        ("deadline-s=true", "run config deadline-s=True must be a number"),  # not 1.0 s
+        ('store="redis://127.0.0.1:1/0"', "Redis store redis://127.0.0.1:1/0 does not answer"),
+        ("num-server-rounds=", "'num-server-rounds=' is not one"),  # Flower's parser would drop it silently
+        ("num-server-rounds=2 rounds", "'rounds' is not one"),
+        ('task="unclosed', "must be space-separated key=value pairs"),
+    ],
+)
+def test_simulate_run_config_bad_input(cli, tmp_path: Path, run_config: str,  # type: ignore[no-untyped-def]
+                                       message: str) -> None:
+    """``powerfleet simulate --run-config`` (Flower's syntax): one line, exit 2, nothing written."""
+    out = tmp_path / "report"
+    code, _, err = cli("simulate", "--engine", "analytic", "--run-config", run_config, "--out", str(out))
+    _one_line(code, err, message)
+    assert not out.exists()
+
+
+def test_simulate_unreachable_store_from_the_environment(cli, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERFLEET_STORE", "redis://127.0.0.1:1/0")
+    out = tmp_path / "report"
+    code, _, err = cli("simulate", "--engine", "analytic", "--out", str(out))
+    _one_line(code, err, "Redis store redis://127.0.0.1:1/0 does not answer")
     assert not out.exists()
