@@ -108,6 +108,10 @@ def bootstrap_samples(ref: PowerTrainPredictor, device: str, workload: str, seed
         if boot.distinct() >= 50 or len(frames) < len(shares):
             break
     have = boot.have()
+    if not len(have):
+        print(f"  {device}/{workload} seed {seed}: the bootstrap measured nothing "
+              f"({boot.rounds} rounds, exhausted={boot.exhausted})", flush=True)
+        return pd.DataFrame(columns=[*space.knob_names, "time_ms", "power_w"]), spent
     samples = have.groupby(list(space.knob_names), as_index=False)[["time_ms", "power_w"]].mean()
     return samples, spent
 
@@ -135,6 +139,10 @@ def run(targets: list[tuple[str, str]], seeds: int) -> tuple[pd.DataFrame, pd.Da
             for name, samples, joules in (("spacefill k=50", sf_run.frame, sf_run.energy_j),
                                           ("decision region", dr_samples, dr_j),
                                           ("spacefill, equal joules", eq_run.frame, eq_run.energy_j)):
+                if len(samples) < 5:  # counted in the table as a failed bootstrap, not dropped
+                    acc.append({"device": device, "workload": workload, "seed": seed, "sampling": name,
+                                "modes": len(samples), "profiling_j": joules, "region_modes": int(region.sum())})
+                    continue
                 model = ref.transfer(samples, seed=seed)
                 pred = model.predict(grid)
                 acc.append({"device": device, "workload": workload, "seed": seed, "sampling": name,

@@ -134,6 +134,10 @@ class SequentialSettings:
 
     warmup_minibatches: int = 4
     warmup_s: float = 1.0
+    #: A warm-up of slow minibatches ends after this long once ``min_warmup_minibatches`` ran
+    #: (the switch transient lasts a minibatch or two, not four of several seconds each).
+    warmup_max_s: float = 4.0
+    min_warmup_minibatches: int = 2
     window_s: float = 1.0
     min_window_minibatches: int = 1
     min_windows: int = 2
@@ -157,10 +161,18 @@ class SequentialSettings:
         """Minibatches in one window at ``time_ms`` per minibatch."""
         return max(self.min_window_minibatches, math.ceil(self.window_s * 1000.0 / max(time_ms, 1e-6)))
 
+    def warm(self, done: int, elapsed_s: float) -> bool:
+        """Whether a mode's warm-up is over after ``done`` minibatches in ``elapsed_s``."""
+        return (elapsed_s >= self.warmup_s and done >= min(self.min_warmup_minibatches, self.warmup_minibatches)
+                and (done >= self.warmup_minibatches or elapsed_s >= self.warmup_max_s))
+
     def least_cost_s(self, time_ms: float) -> float:
         """Device time a mode needs at the least: warm-up and ``min_windows`` windows."""
         per_s = time_ms / 1000.0
-        warm = max(self.warmup_minibatches * per_s, self.warmup_s)
+        done = 0
+        while not self.warm(done, done * per_s) and done < 10_000:
+            done += 1
+        warm = max(done * per_s, self.warmup_s)
         return warm + self.min_windows * self.window_minibatches(time_ms) * per_s
 
 
@@ -252,7 +264,7 @@ def profile_within(
         tried.append(mode)
         switched_at = device.now_s()
         done, last_ms = 0, guess
-        while done < cfg.warmup_minibatches or device.now_s() - switched_at < cfg.warmup_s:
+        while not cfg.warm(done, device.now_s() - switched_at):
             if not math.isnan(last_ms) and TRANSIENT_FACTOR * last_ms / 1000.0 > left_s():
                 break
             res = device.run(wl, 1, _offset(step, measured + warm))
@@ -265,7 +277,7 @@ def profile_within(
         powers: list[float] = []
         sizes: list[int] = []
         per_ms = last_ms
-        while done >= cfg.warmup_minibatches and len(times) < cfg.max_windows:
+        while cfg.warm(done, device.now_s() - switched_at) and len(times) < cfg.max_windows:
             n = min(cfg.window_minibatches(per_ms), cfg.max_minibatches - sum(sizes))
             if n < 1 or (not times and cfg.min_windows * n * per_ms / 1000.0 > left_s()):
                 break  # this mode cannot get its windows in: leave it

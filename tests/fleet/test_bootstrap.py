@@ -70,6 +70,18 @@ def test_profile_within_stops_early_when_means_are_known() -> None:
     assert loud.measured_minibatches > quiet.measured_minibatches
 
 
+def test_profile_within_measures_a_workload_far_slower_than_its_estimate() -> None:
+    """The source said 0.45 s a minibatch, BERT takes over 2 s: the warm-up of slow minibatches is
+    capped in time, so a mode still gets its windows (it used to be abandoned, round after round)."""
+    dev = SimulatedJetson("orin-agx", unit=1, seed=2031)
+    dev.run("bert-base-squad", 12)
+    modes = get_space("orin-agx").modes("powertrain").sample(6, random_state=4).reset_index(drop=True)
+    truth = SimulatedJetson("orin-agx", unit=1, noise=NoiseModel.off()).true_performance("bert-base-squad", modes)
+    run = profile_within(dev, "bert-base-squad", modes, 17.4, est_time_ms=truth.time_ms.to_numpy() / 7)
+    assert len(run.frame) >= 1 and run.device_seconds <= 17.4 + 1e-6
+    assert SequentialSettings().least_cost_s(3000.0) < 17.4 < 4 * 3.0 + 2 * 3.0 + 1e-9  # 4 warm-up + 2 windows
+
+
 def test_profile_within_guards_the_power_cap() -> None:
     space = get_space("orin-agx")
     dev = SimulatedJetson("orin-agx", noise=NoiseModel.off())
