@@ -88,28 +88,41 @@ def run_deployment(store: str, out: Path, rounds: int, workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-def pair(engine: str, workdir: Path, rounds: int) -> list[dict[str, Any]]:
-    """Cold then warm on one store; one row per run and round."""
+def pair(engine: str, workdir: Path, rounds: int, reuse: bool) -> list[dict[str, Any]]:
+    """Cold then warm on one store; one row per run and round (``reuse``: runs already in
+    ``workdir`` are read, not repeated)."""
     store = f"file://{workdir / engine / 'store.sqlite'}"
     (workdir / engine).mkdir(parents=True, exist_ok=True)
     rows = []
     for start in ("cold", "warm"):
         out = workdir / engine / start
-        if engine == "simulate":
-            wall = run_simulate(store, out, rounds)
-        else:
-            wall = run_deployment(store, out, rounds, workdir / engine / f"{start}-procs")
+        if not (reuse and (out / "summary.json").is_file()):
+            if engine == "simulate":
+                wall = run_simulate(store, out, rounds)
+            else:
+                wall = run_deployment(store, out, rounds, workdir / engine / f"{start}-procs")
+            (out / "wall_s.txt").write_text(f"{wall:.1f}\n")
+        wall = float((out / "wall_s.txt").read_text()) if (out / "wall_s.txt").is_file() else float("nan")
         summary = json.loads((out / "summary.json").read_text())
         rounds_df = pd.read_csv(out / "rounds.csv")
         clients = pd.read_csv(out / "clients.csv")
         print(f"{engine} {start}: {wall:.0f} s, accuracy {list(rounds_df.accuracy.round(3))}", flush=True)
         for _, r in rounds_df.iterrows():
             done = clients[(clients["round"] == r["round"]) & clients.status.isin(["on-time", "late"])]
+            profiling = done[done.profiling_minibatches > 0]
             rows.append({"engine": engine, "start": start, "round": int(r["round"]), "accuracy": float(r.accuracy),
                          "loss": float(r.loss), "bootstrap": bool(r.bootstrap),
                          "profiling_minibatches": int(done.profiling_minibatches.sum()),
-                         "work_done": int(done.work_done.sum()) if "work_done" in done else -1,
+                         "work_done": int(done.work_done.sum()), "profiling_nodes": len(profiling),
+                         "profiling_types": ",".join(sorted(set(profiling.device_type))),
+                         "mean_work_of_profiling_types": float(profiling.work_done.mean()) if len(profiling) else
+                         float("nan"),
                          "wall_s": wall, "workload": summary.get("workload", "")})
+    for row in rows:  # what the same boards trained in the warm run's round
+        if row["start"] == "cold" and row["profiling_types"]:
+            warm = clients[(clients["round"] == row["round"]) & clients.status.isin(["on-time", "late"])
+                           & clients.device_type.isin(row["profiling_types"].split(","))]
+            row["warm_mean_work_same_types"] = float(warm.work_done.mean())
     return rows
 
 
@@ -131,13 +144,16 @@ def write(rows: list[dict[str, Any]], rounds: int) -> None:
                 "3 SuperNodes on loopback (sim:orin-nano units 0-2, partitions 0-2), `flwr run` as in the "
                 "README quickstart")
         lines += [f"## {engine}: {what}", "", f"Workload key: `{part.workload.iloc[0]}`.", "",
-                  "| round | cold accuracy | warm accuracy | gap | cold bootstrap | cold profiling minibatches "
-                  "| cold / warm minibatches trained |", "|---|---|---|---|---|---|---|"]
+                  "| round | cold accuracy | warm accuracy | gap | cold: bootstrap round | cold: boards profiling "
+                  "| cold: profiling minibatches | minibatches trained, cold / warm | per profiling board, "
+                  "cold / warm (same boards) |", "|---|---|---|---|---|---|---|---|---|"]
         for rnd in cold.index:
             c, w = cold.loc[rnd], warm.loc[rnd]
+            per_board = (f"{c.mean_work_of_profiling_types:.1f} / {c.warm_mean_work_same_types:.1f}"
+                         if c.profiling_nodes else "-")
             lines.append(f"| {rnd} | {c.accuracy:.3f} | {w.accuracy:.3f} | {c.accuracy - w.accuracy:+.3f} | "
-                         f"{'yes' if c.bootstrap else 'no'} | {c.profiling_minibatches} | "
-                         f"{c.work_done} / {w.work_done} |")
+                         f"{'yes' if c.bootstrap else 'no'} | {c.profiling_nodes} | {c.profiling_minibatches} | "
+                         f"{c.work_done} / {w.work_done} | {per_board} |")
         last = cold.index.max()
         gap = abs(cold.loc[last].accuracy - warm.loc[last].accuracy)
         verdict = "met" if gap <= GAP_LIMIT else "NOT met"
@@ -151,13 +167,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--deployment", action="store_true", help="also the 3-node loopback deployment")
     parser.add_argument("--only-deployment", action="store_true", help="the deployment only")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the runs (stores, reports) here instead of a temporary directory")
+    parser.add_argument("--reuse", action="store_true", help="read runs already in --workdir instead of repeating")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="powerfleet-coldstart-") as tmp:
+        workdir = (args.workdir or Path(tmp)).resolve()
         rows: list[dict[str, Any]] = []
         if not args.only_deployment:
-            rows += pair("simulate", Path(tmp), args.rounds)
+            rows += pair("simulate", workdir, args.rounds, args.reuse)
         if args.deployment or args.only_deployment:
-            rows += pair("deployment", Path(tmp), args.rounds)
+            rows += pair("deployment", workdir, args.rounds, args.reuse)
     write(rows, args.rounds)
     print(f"wrote {RESULTS / 'coldstart.md'}")
 
