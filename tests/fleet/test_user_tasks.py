@@ -66,7 +66,7 @@ def test_a_user_task_runs_in_simulate_and_on_three_supernodes(user_file: Path, s
     fleet.write_text('name = "three"\n[[group]]\ndevice = "sim:orin-agx"\ncount = 3\n')
     flags = [f"--{k}={v}" for k, v in QUICK.items()]
     out = tmp_path / "simulate"
-    proc = powerfleet("simulate", "--fleet", str(fleet), "--task", blobs, "--rounds", "2", "--store", store_url,
+    proc = powerfleet("simulate", "--fleet", str(fleet), "--task", blobs, "--rounds", "1", "--store", store_url,
                       "--out", str(out), *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -98,18 +98,19 @@ def test_a_user_task_runs_in_simulate_and_on_three_supernodes(user_file: Path, s
         assert time.monotonic() < deadline and link.poll() is None, procs.log("superlink")
         time.sleep(1)
 
-    def flwr_run(reference: str, out: Path, extra: str = "", nodes: int = 3) -> subprocess.CompletedProcess[str]:
-        config = " ".join([f'task="{reference}"', f'store="{store_url}"', f'out-dir="{out}"', "num-server-rounds=2",
-                           f"min-available-nodes={nodes}", "node-wait-timeout-s=90",
+    def flwr_run(reference: str, out: Path, extra: str = "", nodes: int = 3,
+                 wait_s: int = 90) -> subprocess.CompletedProcess[str]:
+        config = " ".join([f'task="{reference}"', f'store="{store_url}"', f'out-dir="{out}"', "num-server-rounds=1",
+                           f"min-available-nodes={nodes}", f"node-wait-timeout-s={wait_s}",
                            *(f"{k}={v}" for k, v in QUICK.items()), extra])
         return subprocess.run([flwr, "run", str(ROOT), "loopback", "--stream", "--run-config", config],
-                              env=procs.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                              env=procs.env, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
     # the same task in other processes: the same fingerprint, its pair reused (no bootstrap)
     run = flwr_run(blobs, tmp_path / "deployed-blobs")
     deployed = json.loads((tmp_path / "deployed-blobs" / "summary.json").read_text())
     assert deployed["workload"] == keys[blobs], run.stdout[-3000:]
-    assert deployed["bootstrap_rounds"] == 0 and deployed["client_rounds"] == 6
+    assert deployed["bootstrap_rounds"] == 0 and deployed["client_rounds"] == 3
     assert deployed["final_accuracy"] > 0.5
     # a different model: a pair of its own, bootstrapped on the deployed nodes
     run = flwr_run(wide, tmp_path / "deployed-wide")
@@ -127,9 +128,8 @@ def test_a_user_task_runs_in_simulate_and_on_three_supernodes(user_file: Path, s
                            f'device="jetson:auto?root={board.root}&power=none&unit=9" partition-id=3 '
                            "num-partitions=4"])
     refused_out = tmp_path / "cost-as-real"
-    started = time.monotonic()
-    run = flwr_run(blobs, refused_out, 'cost-as="resnet18-imagenet"', nodes=4)
-    assert time.monotonic() - started < 150
+    # (a long node wait: only the refusal, not the timeout, can end this run in time)
+    run = flwr_run(blobs, refused_out, 'cost-as="resnet18-imagenet"', nodes=4, wait_s=3600)
     log = run.stdout + run.stderr
     lines = [ln for ln in log.splitlines() if "powerfleet: " in ln]
     assert lines and "refused the run" in lines[-1] and "cost-as='resnet18-imagenet'" in lines[-1], log[-3000:]
