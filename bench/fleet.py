@@ -7,6 +7,7 @@ reuse them). Power is judged on the simulator's ground truth. Writes
 
     .venv/bin/python bench/fleet.py                 # mixed-12 (Flower) + mixed-100 + 10k scale
     .venv/bin/python bench/fleet.py --quick         # a few rounds only
+    .venv/bin/python bench/fleet.py --cold-store    # only the cold-store table (10 rounds, fresh stores)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,23 +36,27 @@ from powerfleet.sim.engines import simulate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 POLICIES = ("powertrain", "oracle", "maxn", "preset", "random")
+COLD_POLICIES = ("powertrain", "oracle", "maxn", "best-preset", "preset", "random")
+COLD_START = "<!-- cold-store -->"
+COLD_END = "<!-- /cold-store -->"
 TARGET_ACCURACY = 0.9
 
 
 def _run_one(fleet_file: str | Path, engine: str, rounds: int, store: str, deadline_s: float, power_cap_w: float,
-             policy: str, out: Path) -> float:
+             policy: str, out: Path, cost_as: str = "") -> float:
     """One run, written to ``out``; Flower runs get a fresh process (Ray keeps state per process)."""
     started = time.perf_counter()
     if engine == "flower":
         cmd = [sys.executable, "-m", "powerfleet", "simulate", "--fleet", str(fleet_file), "--rounds", str(rounds),
                "--deadline-s", str(deadline_s), "--power-cap-w", str(power_cap_w), "--policy", policy,
                "--store", store, "--seed", "0", "--engine", "flower", "--out", str(out)]
+        cmd += ["--cost-as", cost_as] if cost_as else []
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     else:
         cfg = RunConfig(num_server_rounds=rounds, deadline_s=deadline_s, power_cap_w=power_cap_w, policy=Policy(policy),
-                        store=store, seed=0)
+                        store=store, seed=0, cost_as=cost_as)
         simulate(cfg, FleetSpec.load(fleet_file), engine=engine, out_dir=out)
     return time.perf_counter() - started
 
@@ -140,6 +146,110 @@ def scale(store: str, rounds: int) -> dict[str, float]:
             "max_round_s": max(steady), "first_round_s": times[0]}
 
 
+def reference_store(path: Path) -> dict[str, float]:
+    """A store holding only the reference predictor, profiled and fitted here as a fleet's
+    first run would; returns what that cost the reference board."""
+    from coordinator.store import builder, open_store
+    from coordinator.store.collect import DeviceCollector
+    from powertrain.devices import make_device
+    from powertrain.profiler import ProfileSettings
+
+    device = make_device("sim:orin-agx?unit=0&seed=0")
+    t0, e0 = device.now_s(), device.energy_j()
+    store = open_store(f"file://{path}")
+    try:
+        stored = builder.get_or_build(store, "orin-agx", "resnet18-imagenet",
+                                      DeviceCollector([device], ProfileSettings()))
+    finally:
+        store.close()
+    return {"modes": float(stored.state.n_samples), "device_s": device.now_s() - t0, "energy_j": device.energy_j() - e0}
+
+
+def cold_store(fleets: list[tuple[str, str]], rounds: int, deadline_s: float, cap_w: float,
+               workdir: Path) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Every policy from a fresh store (only the reference in it), every round counted: the
+    cold-store figures a user sees on a new board type."""
+    template = workdir / "reference-only.sqlite"
+    ref = reference_store(template)
+    rows: list[dict[str, Any]] = []
+    for fleet_name, engine in fleets:
+        fleet = FleetSpec.load(fleet_name)
+        for policy in COLD_POLICIES:
+            store_file = workdir / f"cold-{fleet_name}-{engine}-{policy}.sqlite"
+            shutil.copy(template, store_file)
+            out = workdir / f"cold-{fleet_name}-{engine}-{policy}"
+            wall = _run_one(fleet_name, engine, rounds, f"file://{store_file}", deadline_s, cap_w, policy, out,
+                            cost_as="resnet18-imagenet")
+            s: dict[str, Any] = {k: (math.nan if v is None else v)
+                                 for k, v in json.loads((out / "summary.json").read_text()).items()}
+            rows.append({
+                "fleet": fleet_name, "nodes": len(fleet.nodes), "engine": engine, "policy": policy,
+                "energy_j_total_with_idle": s["energy_j_total_with_idle"],
+                "energy_j_total": s["energy_j_total"], "idle_energy_j": s["idle_energy_j"],
+                "bootstrap_energy_j": s["bootstrap_energy_j"],
+                "deadline_hit_rate": s["deadline_hit_rate"], "deadline_hit_rate_steady": s["deadline_hit_rate_steady"],
+                "power_cap_violation_rate": s["power_cap_violation_rate"],
+                "breakeven_round": s["breakeven_round"], "bootstrap_rounds": s["bootstrap_rounds"],
+                "profiled_modes": s["profiled_modes"], "minibatches_trained": s["minibatches_trained"],
+                "final_accuracy": s["final_accuracy"], "wall_s": wall,
+                "energy_j_per_minibatch": s["energy_j_total_with_idle"] / max(s["minibatches_trained"], 1),
+            })
+            print(f"  cold {fleet_name}/{engine} {policy}: {s['energy_j_total_with_idle']:.0f} J, "
+                  f"hit {s['deadline_hit_rate']:.3f}, over cap {s['power_cap_violation_rate']:.3f}, "
+                  f"breakeven {s['breakeven_round']}, {wall:.0f} s", flush=True)
+    frame = pd.DataFrame(rows)
+    for col, policy, value in (("vs_maxn", "maxn", "energy_j_total_with_idle"),
+                               ("vs_oracle", "oracle", "energy_j_total_with_idle"),
+                               ("per_minibatch_vs_maxn", "maxn", "energy_j_per_minibatch"),
+                               ("per_minibatch_vs_oracle", "oracle", "energy_j_per_minibatch")):
+        base = {(str(r["fleet"]), str(r["engine"])): float(r[value]) for r in rows if r["policy"] == policy}
+        frame[col] = [float(r[value]) / base[(str(r["fleet"]), str(r["engine"]))] for r in rows]
+    return frame, ref
+
+
+def cold_store_text(frame: pd.DataFrame, ref: dict[str, float], rounds: int, deadline_s: float, cap_w: float,
+                    flags: str) -> str:
+    """The cold-store section of fleet.md."""
+    cols = ["fleet", "engine", "policy", "energy_j_total_with_idle", "vs_maxn", "vs_oracle", "minibatches_trained",
+            "energy_j_per_minibatch", "per_minibatch_vs_maxn", "per_minibatch_vs_oracle", "deadline_hit_rate",
+            "deadline_hit_rate_steady", "power_cap_violation_rate", "breakeven_round", "bootstrap_rounds",
+            "bootstrap_energy_j", "idle_energy_j", "profiled_modes", "final_accuracy", "wall_s"]
+    pt = frame[frame.policy == "powertrain"]
+    checks = [f"- {r.fleet}/{r.engine}: powertrain {r.vs_maxn:.3f}x maxn (target <= 0.85), {r.vs_oracle:.3f}x oracle "
+              f"(<= 1.10), hits {r.deadline_hit_rate:.3f} over all rounds (>= 0.97), cap violations "
+              f"{r.power_cap_violation_rate:.3f} (<= 0.01), breakeven round {r.breakeven_round:g} (<= 3); "
+              f"per minibatch trained {r.per_minibatch_vs_maxn:.3f}x maxn and {r.per_minibatch_vs_oracle:.3f}x oracle "
+              f"({r.minibatches_trained:,} minibatches trained)"
+              for r in pt.itertuples()]
+    return "\n".join([
+        COLD_START, "## Cold store (issue 13): every round counted", "",
+        f"Generated by `bench/fleet.py{flags}` on {time.strftime('%Y-%m-%d')}. Each run starts from its own fresh "
+        f"store holding only the reference predictor (orin-agx/resnet18), so `powertrain` bootstraps the Xavier "
+        f"and Nano pairs inside its rounds and every other policy runs without predictors. {rounds} rounds, "
+        f"deadline {deadline_s:g} s, cap {cap_w:g} W, 50 local minibatches charged as resnet18-imagenet, "
+        "conformal margins. Energy is every joule the selected boards drew, profiling included, plus what those "
+        "that finished early drew at idle until the round closed (`energy_j_total_with_idle`); hit rate and cap "
+        "violations count every client-round, bootstrap rounds included (`_steady` leaves them out). "
+        "`breakeven_round`: the first round from which cumulative energy stays at or below the MAXN fleet's. "
+        "A policy that trains fewer minibatches (partial work where its margins say the full work would not fit) "
+        "spends less in total: `energy_j_per_minibatch` divides by the minibatches trained.", "",
+        f"Building the reference itself (once per store, on one board, outside FL rounds): "
+        f"{ref['device_s'] / 3600:.2f} device-hours, {ref['energy_j'] / 1000:.0f} kJ - not in the figures below, "
+        "which start from it.", "",
+        md(frame.loc[:, cols]), "", *checks, "", COLD_END, ""])
+
+
+def write_cold_store(text: str) -> None:
+    """Put the cold-store section into fleet.md, replacing an earlier one."""
+    path = RESULTS / "fleet.md"
+    old = path.read_text() if path.exists() else "# Fleet benchmark\n"
+    if COLD_START in old:
+        head, rest = old.split(COLD_START, 1)
+        old = head + rest.split(COLD_END, 1)[1].lstrip("\n")
+    head, sep, tail = old.partition("\n\n")
+    path.write_text(head + sep + text + "\n" + tail if sep else old + "\n" + text)
+
+
 def md(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -153,7 +263,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--flower-100", action="store_true", help="run the 100-node fleet on Flower too")
+    parser.add_argument("--cold-store", action="store_true", help="only the cold-store table (10 rounds)")
     args = parser.parse_args()
+    if args.cold_store:
+        tmp = Path(tempfile.mkdtemp(prefix="pf-bench-cold-"))
+        fleets = [("mixed-12", "flower"), ("mixed-12", "analytic"), ("mixed-100", "analytic")]
+        fleets += [("mixed-100", "flower")] if args.flower_100 else []
+        n = 4 if args.quick else 10
+        frame, ref = cold_store(fleets, n, 20.0, 25.0, tmp)
+        flags = " --cold-store" + (" --quick" if args.quick else "") + (" --flower-100" if args.flower_100 else "")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(RESULTS / "fleet_cold_raw.csv", index=False)
+        write_cold_store(cold_store_text(frame, ref, n, 20.0, 25.0, flags))
+        print(f"wrote {RESULTS / 'fleet.md'}")
+        return
     rounds = 4 if args.quick else args.rounds
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))

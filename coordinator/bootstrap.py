@@ -49,6 +49,8 @@ FASTEST_SLACK = 1.5
 #: A board profiles for as long as its normal work would take at the expected choice, but at
 #: least this share of the deadline.
 BUDGET_FLOOR = 0.3
+#: Before any measurement, a cap the source rates no mode under gets this lowest-power share.
+UNMEASURED_LOW_POWER_SHARE = 0.05
 #: Most modes one board is offered per round (it profiles as many as fit).
 MAX_MODES_PER_NODE = 40
 #: Rounds after which a pair is built from what it has (at least MIN_BUILD_MODES modes).
@@ -182,6 +184,10 @@ class Bootstrap:
             max_time_ms = max(DEADLINE_SLACK * deadline_s * 1000.0 / local_minibatches, FASTEST_SLACK * fastest)
             region = decision_region(cal.time_ms, power_up, power_cap_w=cap, max_time_ms=max_time_ms,
                                      near_front=near) & fresh
+            if not region.any() and cal.measured == 0 and fresh.any():
+                # the source (another board's power) puts nothing under this cap: measure the modes
+                # it rates lowest, and let what they draw rescale it (profiling stops a mode over the cap)
+                region = fresh & (power_up <= np.quantile(power_up[fresh], UNMEASURED_LOW_POWER_SHARE))
             idx = np.nonzero(region)[0]
             if not len(idx):
                 continue

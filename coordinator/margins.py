@@ -24,6 +24,9 @@ from powertrain.predictor import PredictorState
 
 #: Round residuals kept per device type (the most recent).
 MAX_ROUND_RESIDUALS = 400
+#: From this many round residuals on, they alone calibrate (the CV residuals spread over every
+#: profiled mode; the round ones are where the choices are, selection bias included).
+MIN_ROUND_RESIDUALS = 20
 
 
 @dataclass
@@ -68,8 +71,12 @@ class MarginCalibrator:
         res = self._by_type.get(device_type)
         if res is None:
             return None
-        t = conformal_margin(np.r_[res.cv_time, list(res.time)], self.alpha_time)
-        p = conformal_margin(np.r_[res.cv_power, list(res.power)], self.alpha_power)
+        if len(res.time) >= MIN_ROUND_RESIDUALS:  # enough of the residuals that matter: the chosen modes'
+            t_res, p_res = np.asarray(res.time), np.asarray(res.power)
+        else:
+            t_res, p_res = np.r_[res.cv_time, list(res.time)], np.r_[res.cv_power, list(res.power)]
+        t = conformal_margin(t_res, self.alpha_time)
+        p = conformal_margin(p_res, self.alpha_power)
         if math.isnan(t) or math.isnan(p):
             return None
         return t, p

@@ -24,8 +24,10 @@ from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
 from powertrain.errors import DataFormatError
 from powertrain.outputs import atomic_outputs, check_output_dir
 
-SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "energy_j_total", "energy_j_per_round",
-                "power_cap_violation_rate", "max_power_over_cap_w", "final_accuracy", "profiling_minibatches")
+SUMMARY_KEYS = ("policy", "rounds", "client_rounds", "deadline_hit_rate", "deadline_hit_rate_steady",
+                "energy_j_total", "idle_energy_j", "energy_j_total_with_idle", "energy_vs_maxn", "breakeven_round",
+                "bootstrap_energy_j", "energy_j_per_round", "power_cap_violation_rate", "max_power_over_cap_w",
+                "final_accuracy", "profiling_minibatches")
 
 
 def _clean(value: Any) -> Any:
@@ -98,6 +100,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _margin(cfg: Any) -> str:
+    if cfg.margin == "conformal":
+        return (f"conformal margins (deadline-miss target {cfg.deadline_miss_target:g}, "
+                f"cap-violation target {cfg.cap_violation_target:g})")
+    return f"margin z={cfg.margin_z:g}"
+
+
 def markdown(report: RunReport, title: str = "") -> str:
     """A human-readable summary of the run."""
     s = report.summary
@@ -106,12 +115,15 @@ def markdown(report: RunReport, title: str = "") -> str:
              f"Policy **{cfg.policy}**, objective {cfg.objective}, {cfg.num_server_rounds} rounds, deadline "
              f"{cfg.deadline_s:g} s, power cap {cfg.power_cap_w:g} W, {cfg.local_minibatches} local minibatches "
              f"of task `{cfg.task}`" + (f" **charged as {cfg.cost_as}** (simulation only)" if cfg.cost_as else "")
-             + f", strategy {cfg.strategy}, selection {cfg.selection}, margin z={cfg.margin_z:g}.", "",
+             + f", strategy {cfg.strategy}, selection {cfg.selection}, {_margin(cfg)}.", "",
+             "Every round is counted; a figure that leaves the bootstrap rounds out ends in `_steady`.", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(s.get(k))} |" for k in SUMMARY_KEYS]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in s.items() if k not in SUMMARY_KEYS]
-    lines += ["", "## Predictors", "", "| device type | version | how |", "|---|---|---|"]
-    lines += [f"| {d} | v{p['version']} | {p['how']} |" for d, p in report.predictors.items()]
+    lines += ["", "## Predictors", "", "| device type | version | how | time margin % | power margin % |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {d} | v{p['version']} | {p['how']} | {_fmt(p.get('margin_time_pct', math.nan))} | "
+              f"{_fmt(p.get('margin_power_pct', math.nan))} |" for d, p in report.predictors.items()]
     lines += ["", "## Rounds", "",
               "| round | selected | on time | late | dropped | skipped | energy J | mean W | duration s | accuracy |",
               "|---|---|---|---|---|---|---|---|---|---|"]

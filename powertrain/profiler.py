@@ -198,8 +198,8 @@ def profile_within(
     budget_s: float,
     settings: SequentialSettings | None = None,
     *,
-    est_time_ms: Sequence[float] | None = None,
-    est_power_w: Sequence[float] | None = None,
+    est_time_ms: Sequence[float] | np.ndarray | None = None,
+    est_power_w: Sequence[float] | np.ndarray | None = None,
     power_cap_w: float | None = None,
     step: StepFn | None = None,
 ) -> ProfileRun:

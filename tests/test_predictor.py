@@ -170,6 +170,16 @@ def test_protobuf_round_trip_gives_identical_predictions(reference: PowerTrainPr
     np.testing.assert_array_equal(child.predict(modes).time_ms, back.predict(modes).time_ms)
     np.testing.assert_array_equal(child.predict(modes).power_log_sd, back.predict(modes).power_log_sd)
     assert back.describe() == child.describe()
+    # the transfer's CV residuals (for calibrated margins) and the sampled knob ranges survive the trip
+    for target in ("time", "power"):
+        res = back.to_state().target(target).cv_log_residuals
+        assert len(res) > 0 and res == child.to_state().target(target).cv_log_residuals
+    assert back.to_state().sample_low == child.to_state().sample_low
+    sup = back.predict(modes).supported
+    lo = samples.loc[:, list(get_space("xavier-agx").knob_names)].min()
+    hi = samples.loc[:, list(get_space("xavier-agx").knob_names)].max()
+    inside = ((modes >= lo) & (modes <= hi)).all(axis=1).to_numpy()
+    assert sup is not None and np.array_equal(sup, inside)  # choices stay where the samples were
 
 
 def test_tampered_or_foreign_artifacts_are_refused(reference: PowerTrainPredictor) -> None:

@@ -93,3 +93,22 @@ def test_oracle_uses_truth_and_needs_a_simulated_board() -> None:
         policies.plan("oracle", NoTruth("orin-agx"), work=5, deadline_s=20.0, power_cap_w=25.0,
                       objective="energy", margin_z=2.0, table=None, rng=np.random.default_rng(0),
                       workload="resnet18-imagenet")
+
+
+def test_best_preset_is_the_cheapest_preset_meeting_cap_and_deadline() -> None:
+    dev = SimulatedJetson("orin-agx", noise=None)
+    wl = "resnet18-imagenet"
+    kw = {"work": 40, "objective": "energy", "margin_z": 2.0, "table": None, "workload": wl,
+          "rng": np.random.default_rng(0)}
+    plan = policies.plan("best-preset", dev, deadline_s=20.0, power_cap_w=25.0, **kw)  # type: ignore[arg-type]
+    presets = dev.space.presets
+    truth = {n: dev.ground_truth(wl, pd.DataFrame([p.mode]), preset=n) for n, p in presets.items()}
+    t = {n: float(g.frame.time_ms.iloc[0]) for n, g in truth.items() if g is not None}
+    p = {n: float(g.frame.power_w.iloc[0]) for n, g in truth.items() if g is not None}
+    ok = [n for n in t if p[n] <= 25.0 and t[n] * (40 + TRANSIENT_MINIBATCHES) <= 20_000]
+    assert ok and plan.preset == min(ok, key=lambda n: t[n] * p[n]) and plan.work == 40
+    # a deadline no preset under the cap meets: the fastest under the cap, work trimmed
+    tight = policies.plan("best-preset", dev, deadline_s=0.5, power_cap_w=25.0, **kw)  # type: ignore[arg-type]
+    under = [n for n in t if p[n] <= 25.0]
+    assert "work trimmed" in tight.choice and tight.preset == min(under, key=lambda n: t[n])
+    assert tight.work < 40
