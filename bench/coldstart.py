@@ -165,7 +165,7 @@ def write(rows: list[dict[str, Any]], rounds: int) -> None:
         boot = cold[cold.profiling_nodes > 0]
         cum_cold = int(cold.work_done.sum())
         warm_cum = warm.work_done.cumsum()
-        near = int((warm_cum - cum_cold).abs().idxmin())
+        near = int(warm_cum.index[int((warm_cum - cum_cold).abs().to_numpy().argmin())])
         if len(boot):
             lines += [f"Why: {len(boot)} of the cold run's {len(cold)} rounds had boards profiling "
                       f"({boot.profiling_types.iloc[0].replace(',', ', ')}). A profiling board's update is the model "
