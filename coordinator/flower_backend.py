@@ -27,6 +27,7 @@ class FlowerBackend:
     def __init__(self, grid: Grid, query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
         self.grid = grid
         self.query_timeout_s = query_timeout_s
+        self.refusals: dict[int, str] = {}  # node id -> why it refused its latest query
 
     def node_ids(self) -> list[int]:
         """The SuperNodes the SuperLink sees online."""
@@ -41,8 +42,10 @@ class FlowerBackend:
         for reply in self.grid.send_and_receive(messages, timeout=self.query_timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("node %s failed the query: %s", node, _error_summary(reply.error.reason))
+                self.refusals[node] = _error_summary(reply.error.reason)
+                log.warning("node %s failed the query: %s", node, self.refusals[node])
                 continue
+            self.refusals.pop(node, None)
             try:
                 infos.append(protocol.info_from_records(reply.content, node))
             except PowerfleetError as exc:

@@ -58,6 +58,7 @@ class FleetBackend(Protocol):
     """How the coordinator reaches its nodes (Flower grid, or the analytic engine)."""
 
     real_training: bool  # False: nodes only model time and energy, no weights come back
+    refusals: dict[int, str]  # node id -> why it refused its latest query (e.g. a task it cannot run)
 
     def node_ids(self) -> list[int]:
         """The nodes connected now (no message is sent)."""
@@ -153,6 +154,9 @@ class FleetCoordinator:
         deadline = time.monotonic() + self.cfg.node_wait_timeout_s
         while True:
             connected, _ = self._connected(0)
+            if self.backend.refusals:  # the task or cost-as this node cannot run: waiting will not help
+                node, reason = min(self.backend.refusals.items())
+                raise PowerfleetError(f"node {node} refused the run: {reason}")
             if len(connected) >= self.cfg.min_available_nodes:
                 return connected
             if time.monotonic() >= deadline:

@@ -23,6 +23,7 @@ from coordinator.flower_backend import FlowerBackend
 from coordinator.report import check_report_dir, write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store, redact_url, resolve_store_url
+from powerfleet.protocol.tasks import cached_task, check_task
 from powertrain.errors import InvalidParameterError, PowerfleetError
 
 log = logging.getLogger("powerfleet.coordinator")
@@ -57,6 +58,7 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     """
     if fleet is None:
         fleet = FleetSpec.load(cfg.fleet_file) if cfg.fleet_file else default_fleet()
+    check_task(cached_task(cfg.task), cfg.seed)  # a task that does not load or train: one line, nothing made
     created = not out_dir_for(cfg, run_id).exists()
     out = check_report_dir(out_dir_for(cfg, run_id), what="out-dir")  # before any round, not after the run
     try:

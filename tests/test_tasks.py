@@ -270,3 +270,22 @@ def test_the_cli_names_an_unreachable_dataset_in_one_line(tmp_path: Path) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "hf:no-such/dataset" in lines[0] and "Traceback" not in proc.stderr
 
+
+
+def test_the_readme_task_example_loads_trains_and_is_fingerprinted(tmp_path: Path) -> None:
+    """The README's "Your own task" file, as written, passes the check every run makes."""
+    import re
+
+    from powerfleet.protocol.tasks import check_task, fingerprint
+
+    match = re.search(r"```python\n(# my_task.py\n.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert match, "README.md has no my_task.py example"
+    path = tmp_path / "my_task.py"
+    path.write_text(match.group(1))
+    task = load_task(f"{path}:Blobs")
+    assert check_task(task) == fingerprint(task) and fingerprint(task).startswith("my-blobs+")
+    model = seeded_model(task, 0)
+    trainer = Trainer(task, model, task.train_data(0, 2, 0), lr=0.05, seed=0)
+    for i in range(60):
+        trainer.step(i)
+    assert task.evaluate(model, task.test_data(0))["accuracy"] > 0.6  # four classes: it learns

@@ -85,7 +85,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     from coordinator.fleet import DEFAULT_FLEET, FleetSpec
     from coordinator.report import SUMMARY_KEYS, check_report_dir
     from coordinator.store import open_store, resolve_store_url
-    from powerfleet.sim.engines import check_fleet, simulate
+    from powerfleet.sim.engines import check_run, simulate
 
     overrides: dict[str, Any] = {}
     if run_config:
@@ -96,7 +96,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     base = RunConfig.from_run_config(dict(spec.run), where=f"fleet {spec.name} [run]") if spec.run else RunConfig()
     cfg = base.with_overrides(overrides)
     out_dir = Path(cfg.out_dir or f"runs/{spec.name}")
-    check_fleet(cfg, spec)  # every bad input fails here, before anything starts
+    check_run(cfg, spec)  # every bad input (the task's too) fails here, before anything starts
     open_store(resolve_store_url(cfg.store) or None).close()
     check_report_dir(out_dir, what="--out-dir")  # last: it makes the directory
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")

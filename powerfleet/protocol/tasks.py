@@ -25,10 +25,10 @@ import importlib.util
 import math
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from powertrain.errors import InvalidParameterError, PowerfleetError
 
+_T = TypeVar("_T")
 Batch = Any  # what the task's DataLoader yields (usually an ``(inputs, targets)`` pair of tensors)
 OptionValue = str | int | float | bool
 #: Store names allow letters, digits and ``. _ + -``; a fingerprint is ``<name>+<10 hex digits>``.
@@ -279,6 +280,10 @@ def load_task(reference: str) -> Task:
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TaskError(f"task {reference!r}: {cls_name} is not a powerfleet Task "
                         "(subclass powerfleet.protocol.tasks.Task)")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TaskError(f"task {reference!r}: {cls_name} does not implement {', '.join(missing)} "
+                        "(required by powerfleet.protocol.tasks.Task)")
     try:
         task = cls(**options)
     except (TypeError, ValueError) as exc:
@@ -332,14 +337,16 @@ def _option_value(text: str) -> OptionValue:
 
 
 def check_task(task: Task, seed: int = 0) -> str:
-    """Build the model and run one real training step; returns the fingerprint.
+    """Build the model, run one real training step and evaluate a few test examples; returns
+    the fingerprint. Run before anything starts or is stored.
 
-    Refuses, with one line each, a model whose output does not fit the loss, a batch whose
-    inputs do not match ``input_shape``, a non-finite loss, or data without a full minibatch.
+    Refuses, with one line each, data that cannot be had (an unreachable dataset), a model
+    whose output does not fit the loss, a batch whose inputs do not match ``input_shape``, a
+    non-finite loss, data without a full minibatch, or an evaluation that fails or is not finite.
     """
     info = task.info()
-    model = seeded_model(task, seed)
-    data = task.train_data(0, 1, seed)
+    model = _guarded(info.name, "building the model", lambda: seeded_model(task, seed))
+    data = _guarded(info.name, "train_data", lambda: task.train_data(0, 1, seed))
     try:
         batch = next(iter(task.loader(data, seed)))
     except StopIteration:
@@ -350,11 +357,22 @@ def check_task(task: Task, seed: int = 0) -> str:
         raise TaskError(f"task {info.name}: a batch's inputs have shape {tuple(inputs.shape[1:])}; "
                         f"input_shape says {info.input_shape}")
     trainer = Trainer(task, model, data, lr=0.01, seed=seed)
+    _guarded(info.name, "one training step", lambda: trainer.step(0))
+    test = _guarded(info.name, "test_data", lambda: task.test_data(seed))
+    few = Subset(test, range(min(len(test), int(info.batch_size))))  # type: ignore[arg-type]
+    metrics = _guarded(info.name, "evaluate", lambda: task.evaluate(model, few))
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+    if bad:
+        raise TaskError(f"task {info.name}: evaluate returned non-finite {bad}")
+    return fingerprint(task, model)
+
+
+def _guarded(name: str, what: str, call: Callable[[], _T]) -> _T:
+    """``call()``; a failure other than a :class:`TaskError` becomes one naming ``what``."""
     try:
-        trainer.step(0)
+        return call()
     except TaskError:
         raise
-    except Exception as exc:
-        raise TaskError(f"task {info.name}: one training step failed: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return fingerprint(task, model)
+    except Exception as exc:  # a user's task may fail in any way: one line, not a traceback
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TaskError(f"task {name}: {what} failed: {type(exc).__name__}: {first[:300]}") from None

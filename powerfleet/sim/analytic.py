@@ -53,6 +53,7 @@ class AnalyticBackend:
     real_training = False
 
     def __init__(self, fleet: FleetSpec, seed: int = 0) -> None:
+        self.refusals: dict[int, str] = {}  # modelled nodes never refuse a query
         self.fleet = fleet
         self.rng = np.random.default_rng([seed, 777])
         self.nodes = {n.index + 1: _Node(n.index + 1, n.device_type, n.unit) for n in fleet.nodes}

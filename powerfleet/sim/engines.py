@@ -25,6 +25,7 @@ from coordinator.records import RoundRecord, describe_round
 from coordinator.report import load_report, write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store, resolve_store_url
+from powerfleet.protocol.tasks import cached_task, check_task
 from powerfleet.sim.analytic import AnalyticBackend
 from powerfleet.sim.faults import DropoutBackend, DropoutPlan
 from powerfleet.sim.processes import ProcessGroup, free_port, wait_http_ok
@@ -46,6 +47,13 @@ def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
         check_cap_above_idle(node.device_type, lowest[node.device_type], make_device(node.device_spec).idle_power_w())
 
 
+def check_run(cfg: RunConfig, fleet: FleetSpec) -> str:
+    """:func:`check_fleet`, then the run's task loaded and given one real training step and a
+    small evaluation (:func:`check_task`); returns its fingerprint. Nothing is stored or made."""
+    check_fleet(cfg, fleet)
+    return check_task(cached_task(cfg.task), cfg.seed)
+
+
 def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_dir: str | Path | None = None,
              on_round: RoundCallback | None = None, on_line: Callable[[str], None] | None = None) -> RunReport:
     """Run the fleet and write the report (to ``out_dir``; the Flower engine needs one and uses
@@ -56,7 +64,7 @@ def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_di
     """
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
-    check_fleet(cfg, fleet)
+    check_run(cfg, fleet)
     store_url = resolve_store_url(cfg.store)
     open_store(store_url or None).close()  # fail fast, with one line, before anything starts
     if engine == "analytic":

@@ -129,6 +129,7 @@ class DropoutBackend:
         self.plan = plan
         self.partition_of = dict(partition_of)
         self.real_training = inner.real_training
+        self.refusals = inner.refusals
 
     def node_ids(self) -> list[int]:
         """Delegated."""
