@@ -29,6 +29,7 @@ from coordinator.aggregation import Aggregator
 from coordinator.bootstrap import Bootstrap, ProfileShare
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
+from coordinator.interrupt import RunInterrupted
 from coordinator.margins import MarginCalibrator
 from coordinator.records import ClientRecord, RoundRecord, describe_round, summarize
 from coordinator.reference import make_reference_source
@@ -123,6 +124,7 @@ class FleetCoordinator:
         self.clients: list[ClientRecord] = []
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
         self.federated: dict[int, tuple[dict[str, float], int]] = {}  # the final federated evaluation
+        self.stopped_by = ""  # the signal that ended the run early (see run())
         self.task = cached_task(config.task)
         #: the store key of the work: the task's fingerprint, or the catalog workload it is charged as
         self.workload = workload_key(self.task, config.cost_as)
@@ -229,18 +231,25 @@ class FleetCoordinator:
 
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunReport:
-        """Run every round and return the report."""
-        infos = self.wait_for_nodes()
-        self.check_caps(infos)
-        self.prepare(infos)
-        for rnd in range(1, self.cfg.num_server_rounds + 1):
-            record = self.run_round(rnd)
-            if self.on_round is not None:
-                self.on_round(record)
-        if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
-            connected, _ = self._connected(self.cfg.num_server_rounds + 1)
-            self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
-                                                   [i.node_id for i in connected], self.cfg.round_timeout_s)
+        """Run every round and return the report; a stop signal (:class:`RunInterrupted`, raised
+        inside :func:`coordinator.interrupt.raise_on_signals`) ends the run with a report of the
+        finished rounds, marked incomplete (the round it interrupted is not recorded)."""
+        try:
+            infos = self.wait_for_nodes()
+            self.check_caps(infos)
+            self.prepare(infos)
+            for rnd in range(1, self.cfg.num_server_rounds + 1):
+                record = self.run_round(rnd)
+                if self.on_round is not None:
+                    self.on_round(record)
+            if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
+                connected, _ = self._connected(self.cfg.num_server_rounds + 1)
+                self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
+                                                       [i.node_id for i in connected], self.cfg.round_timeout_s)
+        except RunInterrupted as exc:
+            self.stopped_by = exc.signal_name
+            log.info("stopped by %s after %d of %d rounds", exc.signal_name, len(self.rounds),
+                     self.cfg.num_server_rounds)
         return self.report()
 
     def run_round(self, rnd: int) -> RoundRecord:
@@ -456,7 +465,17 @@ class FleetCoordinator:
         return record, records
 
     def report(self) -> RunReport:
-        """The run's records and summary."""
+        """The run's records and summary (``complete``: every round ran; ``stopped_by``: the signal
+        that ended it early, else None)."""
+        recorded = {r.round for r in self.rounds}  # an interrupted round's clients are not reported
+        clients = [c for c in self.clients if c.round in recorded]
+        summary = summarize(self.cfg.policy, self.rounds, clients, self.summary_extra(),
+                            target_accuracy=self.cfg.target_accuracy)
+        summary.update(run_status(self.cfg, len(self.rounds), self.stopped_by))
+        return RunReport(self.cfg, list(self.rounds), clients, summary, self.predictor_info(), dict(self.weights))
+
+    def predictor_info(self) -> dict[str, dict[str, object]]:
+        """The predictors in force, per device type, as the report shows them."""
         predictors: dict[str, dict[str, object]] = {}
         for d, p in self.predictors.items():
             m = self._margins(d)
@@ -465,12 +484,20 @@ class FleetCoordinator:
                              "margin": self.cfg.margin, "margin_time_pct": math.expm1(m[0]) * 100 if m else math.nan,
                              "margin_power_pct": math.expm1(m[1]) * 100 if m else math.nan,
                              "residuals_cv": cv, "residuals_rounds": seen}
+        return predictors
+
+    def summary_extra(self) -> dict[str, object]:
+        """What the summary adds to :func:`coordinator.records.summarize`: the task and the
+        federated evaluation of the final model."""
         examples = sum(n for _, n in self.federated.values())
         federated = {key: sum(m.get(key, math.nan) * n for m, n in self.federated.values()) / examples
                      for key in ("accuracy", "loss")} if examples else {"accuracy": math.nan, "loss": math.nan}
         extra = {"task": self.cfg.task, "workload": self.workload, "cost_as": self.cfg.cost_as,
                  "strategy": self.cfg.strategy, "federated_accuracy": federated["accuracy"],
                  "federated_loss": federated["loss"], "federated_eval_nodes": len(self.federated)}
-        summary = summarize(self.cfg.policy, self.rounds, self.clients, extra,
-                            target_accuracy=self.cfg.target_accuracy)
-        return RunReport(self.cfg, self.rounds, self.clients, summary, predictors, dict(self.weights))
+        return extra
+
+
+def run_status(cfg: RunConfig, rounds: int, stopped_by: str) -> dict[str, object]:
+    """``complete`` (every configured round ran, no signal stopped the run) and ``stopped_by``."""
+    return {"complete": not stopped_by and rounds == cfg.num_server_rounds, "stopped_by": stopped_by or None}

@@ -65,6 +65,7 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
 
     from coordinator.config import RunConfig
     from coordinator.fleet import DEFAULT_FLEET, FleetSpec
+    from coordinator.interrupt import RunStoppedError
     from coordinator.report import SUMMARY_KEYS, check_report_dir
     from coordinator.store import open_store, resolve_store_url
     from powerfleet.sim.engines import check_fleet, simulate
@@ -100,6 +101,10 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
 
         report = simulate(cfg, spec, engine=engine, out_dir=out_dir, on_line=on_line)
     s = report.summary
+    if s.get("stopped_by"):  # one line, the signal's exit code; the finished rounds are in the report
+        raise RunStoppedError(f"stopped by {s['stopped_by']} after {len(report.rounds)} of {cfg.num_server_rounds} "
+                              f"rounds; report of the finished rounds (marked incomplete): "
+                              f"{out_dir.resolve() / 'summary.md'}", str(s["stopped_by"]))
     for key in SUMMARY_KEYS:
         value = s[key]
         out.print(f"{key:>26}: {value:.4g}" if isinstance(value, float) and not math.isnan(value)
