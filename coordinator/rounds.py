@@ -363,6 +363,8 @@ class FleetCoordinator:
                 reason=reply if isinstance(reply, str) else "no reply before the round timeout", policy=task.policy,
                 power_cap_w=task.power_cap_w, deadline_s=task.deadline_s, work_assigned=task.work_minibatches)
             if reply is None or isinstance(reply, str):
+                log.info("round %d: node %s (%s unit %s) failed: %s", rnd, node_id, info.device_type, info.unit,
+                         dropped.reason)  # one line per failure (a simulated dropout included)
                 records.append(dropped)
                 continue
             res, weights = reply

@@ -58,12 +58,14 @@ def check_fleet(cfg: RunConfig, fleet: FleetSpec) -> None:
 
 
 def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_dir: str | Path | None = None,
-             on_round: RoundCallback | None = None, on_line: Callable[[str], None] | None = None) -> RunReport:
+             on_round: RoundCallback | None = None, on_line: Callable[[str], None] | None = None,
+             on_output: Callable[[str], None] | None = None) -> RunReport:
     """Run the fleet and write the report (to ``out_dir``; the Flower engine needs one and uses
     a temporary directory when none is given); returns the report.
 
     ``on_round`` gets every round's record (on the Flower engine once the run has ended, from
-    the report); ``on_line`` gets the one-line round summaries as they happen.
+    the report); ``on_line`` gets the one-line round summaries as they happen; ``on_output``
+    every line of the Flower engine's ``flwr run --stream`` output.
     """
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine {engine!r} is not known; valid engines: {', '.join(ENGINES)}")
@@ -77,10 +79,10 @@ def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_di
             (Path(out_dir) / PROGRESS_FILE).unlink(missing_ok=True)
         return report
     if out_dir is not None:
-        report = _run_flower(cfg, fleet, Path(out_dir), on_line)
+        report = _run_flower(cfg, fleet, Path(out_dir), on_line, on_output)
     else:
         with tempfile.TemporaryDirectory(prefix="powerfleet-sim-") as tmp:
-            report = _run_flower(cfg, fleet, Path(tmp) / "report", on_line)
+            report = _run_flower(cfg, fleet, Path(tmp) / "report", on_line, on_output)
     for record in report.rounds if on_round is not None else ():
         on_round(record)  # type: ignore[misc]
     return report
@@ -148,7 +150,8 @@ def _toml(value: object) -> str:
     return json.dumps(str(value))
 
 
-def _run_flower(cfg: RunConfig, fleet: FleetSpec, out: Path, on_line: Callable[[str], None] | None) -> RunReport:
+def _run_flower(cfg: RunConfig, fleet: FleetSpec, out: Path, on_line: Callable[[str], None] | None,
+                on_output: Callable[[str], None] | None = None) -> RunReport:
     """The Flower engine: the SuperLink's simulation runtime on loopback, ``flwr run --stream``."""
     bin_dir = Path(sys.executable).parent
     out = out.resolve()
@@ -173,7 +176,7 @@ def _run_flower(cfg: RunConfig, fleet: FleetSpec, out: Path, on_line: Callable[[
         lines: list[str] = []
         with raise_on_signals() as signals:
             try:
-                _stream_flower(procs, bin_dir, app, fleet, tmp, env, http_port, on_line, lines)
+                _stream_flower(procs, bin_dir, app, fleet, tmp, env, http_port, on_line, on_output, lines)
             except RunInterrupted:  # stop every Flower process, then report the rounds they finished
                 pass
             finally:
@@ -192,7 +195,8 @@ def _run_flower(cfg: RunConfig, fleet: FleetSpec, out: Path, on_line: Callable[[
 
 
 def _stream_flower(procs: ProcessGroup, bin_dir: Path, app: Path, fleet: FleetSpec, tmp: Path, env: dict[str, str],
-                   http_port: int, on_line: Callable[[str], None] | None, lines: list[str]) -> None:
+                   http_port: int, on_line: Callable[[str], None] | None,
+                   on_output: Callable[[str], None] | None, lines: list[str]) -> None:
     """Start the SuperLink, ``flwr run --stream`` the app, pass on its round lines; its output
     goes to ``lines``."""
     link = procs.start("superlink", [
@@ -212,6 +216,8 @@ def _stream_flower(procs: ProcessGroup, bin_dir: Path, app: Path, fleet: FleetSp
     assert run.stdout is not None
     for line in run.stdout:
         lines.append(line.rstrip())
+        if on_output is not None:
+            on_output(lines[-1])
         text = line.strip()
         if on_line is not None and (m := _ROUND_LINE.search(text)):
             on_line(m.group(0))
