@@ -35,8 +35,8 @@ from coordinator.records import ClientRecord, RoundRecord, describe_round, summa
 from coordinator.reference import make_reference_source
 from coordinator.selection import SelectionInput, Skip, make_selection
 from coordinator.store import builder
-from coordinator.store.base import ModelStore
-from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
+from coordinator.store.base import LockHandle, ModelStore
+from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError, LockTimeoutError
 from powerfleet.protocol.enums import ClientStatus, WorkKind
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
 from powerfleet.protocol.tasks import cached_task, get_weights, seeded_model, set_weights
@@ -125,6 +125,7 @@ class FleetCoordinator:
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
         self.federated: dict[int, tuple[dict[str, float], int]] = {}  # the final federated evaluation
         self.stopped_by = ""  # the signal that ended the run early (see run())
+        self.claims: dict[str, LockHandle] = {}  # bootstrap locks held, by device type (see _ensure)
         self.task = cached_task(config.task)
         #: the store key of the work: the task's fingerprint, or the catalog workload it is charged as
         self.workload = workload_key(self.task, config.cost_as)
@@ -188,16 +189,44 @@ class FleetCoordinator:
 
     def _ensure(self, dtype: str) -> None:
         """Install the pair's predictor, or start a bootstrap that profiles at least one mode:
-        a pair with no valid latest is rebuilt from its stored samples when they suffice."""
-        plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
-        if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
-            # The reference is profiled once, on a full grid - not inside FL rounds.
-            self._build_reference()
+        a pair with no valid latest is rebuilt from its stored samples when they suffice.
+
+        A bootstrap holds the pair's store lock ``bootstrap:<type>:<workload>`` until it has
+        stored its predictor, so two runs sharing a store never profile the same pair twice:
+        the second waits (one log line) and installs what the first built; if the first dies,
+        its lock expires and the second bootstraps."""
+        deadline = time.monotonic() + self.build_settings.wait_timeout_s
+        waiting = False
+        while True:
             plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+            if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
+                # The reference is profiled once, on a full grid - not inside FL rounds.
+                self._build_reference()
+                plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+            if plan.hit is None and plan.needs_boards:
+                claim = self.store.acquire_lock(bootstrap_lock(dtype, self.workload),
+                                                ttl_s=self.build_settings.lock_ttl_s)
+                if claim is None:  # another run is bootstrapping this pair: wait for its predictor
+                    if not waiting:
+                        log.info("another run is bootstrapping %s/%s in %s; waiting for its predictor", dtype,
+                                 self.workload, self.store.url)
+                        waiting = True
+                    if time.monotonic() > deadline:
+                        raise LockTimeoutError(f"waited {self.build_settings.wait_timeout_s:.0f} s for another "
+                                               f"run's bootstrap of {dtype}/{self.workload} in {self.store.url}")
+                    time.sleep(0.25)
+                    continue
+                # under the claim, plan again: the other run may have stored it just now
+                plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+                if plan.hit is not None:
+                    claim.release()
+                else:
+                    self.claims[dtype] = claim
+            break
         if plan.hit is not None:
             self._install(dtype, plan.hit.meta.version)
             how = "; ".join(plan.notes) if plan.notes else f"reused {plan.hit.meta.label} from the store"
-            self.build_notes[dtype] = how
+            self.build_notes[dtype] = how + (" (built by another run meanwhile)" if waiting else "")
         else:
             if not plan.needs_boards:  # plan_or_rebuild never returns this; refuse to loop doing nothing
                 raise PowerfleetError(f"no way to a predictor for {dtype}/{self.workload}: rule {plan.rule} "
@@ -207,6 +236,12 @@ class FleetCoordinator:
             self.build_notes[dtype] = (f"bootstrap in rounds: rule {plan.rule} from {src}, {len(plan.modes)} modes to "
                                        "profile within the deadline")
             log.info("bootstrapping %s/%s: %s", dtype, self.workload, self.build_notes[dtype])
+
+    def release_claims(self) -> None:
+        """Release the bootstrap locks this run holds (its bootstraps end with it)."""
+        for claim in self.claims.values():
+            claim.release()
+        self.claims.clear()
 
     def _build_reference(self) -> None:
         ref_type, ref_workload = self.build_settings.reference_pair
@@ -250,6 +285,8 @@ class FleetCoordinator:
             self.stopped_by = exc.signal_name
             log.info("stopped by %s after %d of %d rounds", exc.signal_name, len(self.rounds),
                      self.cfg.num_server_rounds)
+        finally:
+            self.release_claims()
         return self.report()
 
     def run_round(self, rnd: int) -> RoundRecord:
@@ -409,6 +446,8 @@ class FleetCoordinator:
                 result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
                 self._install(dtype, result.meta.version)
                 del self.bootstraps[dtype]
+                if (claim := self.claims.pop(dtype, None)) is not None:
+                    claim.release()
                 notes.append(f"{dtype}: built {result.meta.label} ({result.rule}) from {boot.distinct()} modes "
                              f"profiled in {boot.rounds} round(s)")
         for dtype, frames in by_type.items():
@@ -498,6 +537,11 @@ class FleetCoordinator:
                  "strategy": self.cfg.strategy, "federated_accuracy": federated["accuracy"],
                  "federated_loss": federated["loss"], "federated_eval_nodes": len(self.federated)}
         return extra
+
+
+def bootstrap_lock(device_type: str, workload: str) -> str:
+    """The store lock a run holds while it bootstraps a pair in its rounds."""
+    return f"bootstrap:{device_type}:{workload}"
 
 
 def run_status(cfg: RunConfig, rounds: int, stopped_by: str) -> dict[str, object]:
