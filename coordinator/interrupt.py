@@ -54,10 +54,18 @@ class SignalState:
         self.armed = True  # False: a signal is only recorded (while cleaning up), nothing is raised
 
 
+_active: SignalState | None = None  # the outermost raise_on_signals block's state
+
+
 @contextlib.contextmanager
 def raise_on_signals() -> Iterator[SignalState]:
     """Inside the block the first SIGINT/SIGTERM raises :class:`RunInterrupted` (main thread only;
-    elsewhere a no-op); the previous handlers come back when it ends."""
+    elsewhere a no-op); the previous handlers come back when it ends. Nested blocks share the
+    outermost one's state, so a run stopped once is not interrupted again while it reports."""
+    global _active
+    if _active is not None and threading.current_thread() is threading.main_thread():
+        yield _active
+        return
     state = SignalState()
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -71,8 +79,10 @@ def raise_on_signals() -> Iterator[SignalState]:
             raise RunInterrupted(state.signal_name)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    _active = state
     try:
         yield state
     finally:
+        _active = None
         for sig, old in previous.items():
             signal.signal(sig, old)
