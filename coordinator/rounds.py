@@ -208,7 +208,7 @@ class FleetCoordinator:
                                                 ttl_s=self.build_settings.lock_ttl_s)
                 if claim is None:  # another run is bootstrapping this pair: wait for its predictor
                     if not waiting:
-                        log.info("another run is bootstrapping %s/%s in %s; waiting for its predictor", dtype,
+                        log.warning("another run is bootstrapping %s/%s in %s; waiting for its predictor", dtype,
                                  self.workload, self.store.url)
                         waiting = True
                     if time.monotonic() > deadline:
