@@ -104,20 +104,21 @@ def _records(rounds: list[dict[str, Any]], clients: list[dict[str, Any]]) -> tup
 PROGRESS_FILE = "progress.jsonl"
 
 
-def progress_writer(out_dir: str | Path, coordinator: FleetCoordinator) -> RoundCallback:
-    """A round callback that appends each finished round (its record, its clients, the predictors
-    and summary extras at that point) to ``<out_dir>/progress.jsonl``, flushed to disk."""
+def progress_writer(out_dir: str | Path, coordinator: FleetCoordinator, *, clients: bool = True) -> RoundCallback:
+    """A round callback that appends each finished round (its record, its clients unless
+    ``clients`` is False, the predictors and summary extras at that point) to
+    ``<out_dir>/progress.jsonl``, flushed to disk."""
     path = Path(out_dir) / PROGRESS_FILE
     path.unlink(missing_ok=True)  # a previous run's
 
     def write(record: RoundRecord) -> None:
-        clients = []
-        for c in reversed(coordinator.clients):  # the round's clients are the last ones added
+        records = []
+        for c in reversed(coordinator.clients if clients else ()):  # the round's clients are the last ones added
             if c.round != record.round:
                 break
-            clients.append(asdict(c))
+            records.append(asdict(c))
         line = json.dumps(_clean({"config": coordinator.cfg.to_run_config(), "round": asdict(record),
-                                  "clients": clients[::-1], "predictors": coordinator.predictor_info(),
+                                  "clients": records[::-1], "predictors": coordinator.predictor_info(),
                                   "extra": coordinator.summary_extra()}))
         with path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")

@@ -73,10 +73,12 @@ def simulate(cfg: RunConfig, fleet: FleetSpec, *, engine: str = "flower", out_di
     store_url = resolve_store_url(cfg.store)
     open_store(store_url or None).close()  # fail fast, with one line, before anything starts
     if engine == "analytic":
-        report = _run_analytic(cfg, fleet, store_url, on_round, on_line, out_dir)
-        if out_dir is not None:
-            write_report(report, out_dir, title=f"powerfleet simulation: {fleet.name}, policy {cfg.policy}")
-            (Path(out_dir) / PROGRESS_FILE).unlink(missing_ok=True)
+        with raise_on_signals() as signals:  # SIGINT/SIGTERM: the finished rounds, marked incomplete
+            report = _run_analytic(cfg, fleet, store_url, on_round, on_line, out_dir)
+            signals.armed = False  # the report is written whole, whatever arrives now
+            if out_dir is not None:
+                write_report(report, out_dir, title=f"powerfleet simulation: {fleet.name}, policy {cfg.policy}")
+                (Path(out_dir) / PROGRESS_FILE).unlink(missing_ok=True)
         return report
     if out_dir is not None:
         report = _run_flower(cfg, fleet, Path(out_dir), on_line, on_output)
@@ -94,7 +96,9 @@ def _run_analytic(cfg: RunConfig, fleet: FleetSpec, store_url: str, on_round: Ro
     backend = DropoutBackend(AnalyticBackend(fleet, cfg.seed), DropoutPlan(cfg.dropout_rate, cfg.seed),
                              {n.index + 1: n.index for n in fleet.nodes})
     coordinator = FleetCoordinator(cfg, store, backend, fleet=fleet)
-    checkpoint = progress_writer(check_report_dir(out_dir), coordinator) if out_dir is not None else None
+    # round records only: the coordinator reports a stopped run itself, and 10,000 client records
+    # a round would cost more than the round
+    checkpoint = progress_writer(check_report_dir(out_dir), coordinator, clients=False) if out_dir else None
 
     def progress(record: RoundRecord) -> None:
         if checkpoint is not None:
@@ -107,7 +111,7 @@ def _run_analytic(cfg: RunConfig, fleet: FleetSpec, store_url: str, on_round: Ro
 
     coordinator.on_round = progress
     try:
-        with raise_on_signals():  # SIGINT/SIGTERM: the finished rounds, marked incomplete
+        with raise_on_signals():  # shared with simulate()'s block
             return coordinator.run()
     finally:
         store.close()
