@@ -40,8 +40,9 @@ def test_fault_kind_loses_nothing(kind: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", faults.RUN_KINDS)
 def test_whole_run_fault_kind_loses_nothing(kind: str, tmp_path: Path) -> None:
-    """One fault of each whole-run kind (real processes, ~30 s each; the bench runs 50+): an
-    interrupted run, two runs at once on the embedded file (fault 0 uses the file)."""
+    """One fault of each whole-run kind (real processes, ~30 s each; the bench runs 50+): a run
+    sent SIGTERM as soon as it has started (seed 3), two runs at once on the embedded file (fault 0
+    uses the file)."""
     bench = faults.Bench(np.random.default_rng(3), tmp_path)
     row = faults.KINDS[kind][1](bench, 1)
     assert row.faults == 1, (row, row.notes)
