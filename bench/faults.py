@@ -655,6 +655,8 @@ def interrupt_run(bench: Bench, faults: int) -> FaultRow:
                     row.tracebacks += 1
                     row.notes.append(f"fault {i}: traceback: {err.strip().splitlines()[-1]}")
                 errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+                if "Warning" in err:  # a Python warning is a line more than the one the user gets
+                    errors.append(next(ln for ln in err.splitlines() if "Warning" in ln))
                 if code != 128 + int(sig) or len(errors) != 1 or f"stopped by {sig.name}" not in errors[0]:
                     row.no_work += 1  # ended without saying it was stopped (or with exit 0)
                     row.notes.append(f"fault {i}: exit {code}, stderr {errors}")

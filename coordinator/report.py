@@ -206,7 +206,8 @@ def plots(report: RunReport, path: Path) -> Path:
         ax.bar(x, values, bottom=bottom, label=t)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title("energy per round by device type (J)")
-    ax.legend(fontsize=8)
+    if types:  # a run stopped before its first round has none
+        ax.legend(fontsize=8)
     ax = axes[0][1]
     for t in types:
         ax.plot(x, [r.duration_by_type_s.get(t, math.nan) for r in rounds], "-o", ms=3, label=t)

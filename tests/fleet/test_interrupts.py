@@ -29,7 +29,7 @@ def check_stopped(run: SimRun, sig: signal.Signals, code: int) -> dict[str, obje
     err = run.err()
     assert code == 128 + int(sig), err
     assert run.stop_s < STOP_WITHIN_S, f"took {run.stop_s:.1f} s to stop"
-    assert "Traceback" not in err and "Error:" not in err, err
+    assert "Traceback" not in err and "Error:" not in err and "Warning" not in err, err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"stopped by {sig.name} after" in errors[0], err
     summary = run.summary()
