@@ -585,9 +585,13 @@ class RunStores:
         self.state = _reference_state()
         self.redis = PrivateRedis(free_port(), workdir)
         self.redis.start()
+        self.xdg = os.environ.get("XDG_CACHE_HOME")  # restored by close()
 
     def fresh(self, i: int) -> tuple[str, str]:
-        """The URL of the ``i``-th fault's store and the artifact id of its reference."""
+        """The URL of the ``i``-th fault's store and the artifact id of its reference. A fresh host
+        too: the fallback's local file (under ``XDG_CACHE_HOME``, inherited by the runs) is new per
+        fault, or it would re-publish an earlier fault's predictors into the flushed Redis."""
+        os.environ["XDG_CACHE_HOME"] = str(self.workdir / f"cache-{i}")
         if i % 2 == 0:
             url = f"file://{self.workdir / f'store-{i}.sqlite'}"
         else:
@@ -599,6 +603,10 @@ class RunStores:
     def close(self) -> None:
         if self.redis.proc is not None:
             self.redis.kill()
+        if self.xdg is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = self.xdg
 
 
 def _audit(row: FaultRow, url: str, before: dict[tuple[str, str], list[str]]) -> StoreAudit:

@@ -119,7 +119,9 @@ def _check_concurrent(runs: list[SimRun], summaries: list[dict[str, object]], st
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_two_runs_on_one_redis_profile_a_pair_once(reference_store: Path, tmp_path: Path) -> None:
+def test_two_runs_on_one_redis_profile_a_pair_once(reference_store: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the fallback's local files (runs inherit it)
     server = PrivateRedis(free_port(), tmp_path)
     server.start()
     try:
