@@ -808,6 +808,10 @@ def write(rows: list[FaultRow], faults: int, seed: int, path: Path = OUT, run_fa
         "that ended without error but served no predictor or recorded nothing (for imports: exit 0; for an "
         "interrupt: no exit 130/143 with one line and an incomplete report; for two runs: the pair profiled by "
         "both). Artifacts deliberately made unreadable by a fault are not counted as lost.", "",
+        *([f"**Short of the target:** the whole-run kinds ran {run_faults} faults each here, not 50, to keep "
+           "this run short (each fault starts one or two real `powerfleet simulate` processes, 15-40 s on these "
+           "shared cores); `--run-faults 50` runs the full count.", ""] if run_faults is not None and run_faults < 50
+          else []),
         "## Kinds and notes", ""]
     for r in rows:
         text.append(f"* **{r.kind}** - {r.description}.")
