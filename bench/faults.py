@@ -1,4 +1,4 @@
-"""Fault injection at the store level; writes ``bench/results/faults.md``.
+"""Fault injection at the store level and on whole runs; writes ``bench/results/faults.md``.
 
 A small "fleet" of three (device type, workload) pairs runs rounds against a real store the
 way the coordinator does: every round, for every pair, make sure a predictor exists
@@ -27,11 +27,25 @@ longer retrievable from Redis / the file at the end), artifacts corrupted (bytes
 do not verify as the pair's artifact; for imports: anything added or changed), tracebacks
 (exceptions that are not powerfleet's own one-line errors).
 
-Adding a kind: decorate ``fn(bench: Bench, faults: int) -> FaultRow`` with
-``@fault_kind("name", "what it injects")``; run interrupts and two concurrent runs belong
-here too (one row each, same columns).
+Whole runs (real ``powerfleet simulate`` processes, analytic engine, a fleet of 2 Orin AGX and
+2 Orin Nano boards whose Nano predictor must be bootstrapped; a fresh store per fault holding
+only the reference, alternately an embedded file and a private Redis):
 
-Run: ``.venv/bin/python bench/faults.py`` (``--faults 50`` per kind, ``--kinds a,b``).
+* ``interrupt-run``: SIGINT or SIGTERM at a random point (as soon as the run has started, or
+  after 1-4 finished rounds). Rounds completed = rounds in the report it leaves; rounds lost =
+  rounds it had finished (its progress file) that the report lacks; no-work = it did not exit
+  130/143 with one ``error: stopped by ...`` line and a report marked incomplete; artifacts
+  lost/corrupted from an audit of the store (every version loads and verifies, numbers and
+  ids unique, latest = highest, no lock left held);
+* ``two-runs``: two runs at once on one store. Rounds lost = rounds of a run that failed;
+  no-work = the pair was profiled by both runs (or neither); the same audit, and the Nano's
+  versions must be 1..n.
+
+Adding a kind: decorate ``fn(bench: Bench, faults: int) -> FaultRow`` with
+``@fault_kind("name", "what it injects")`` (one row each, same columns).
+
+Run: ``.venv/bin/python bench/faults.py`` (``--faults 50`` per kind, ``--run-faults`` for the
+whole-run kinds, which take ~10-30 s per fault; ``--kinds a,b``).
 """
 
 from __future__ import annotations
@@ -41,7 +55,9 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -53,10 +69,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from coordinator.store import open_store
 from coordinator.store.base import ArtifactMeta, BackendStore, ModelStore
 from coordinator.store.builder import BuildSettings, complete, current_predictor, get_or_build, plan_or_rebuild
 from coordinator.store.collect import DeviceCollector
@@ -75,8 +93,10 @@ from powerfleet.serde import (
 from powertrain.boards import get_space
 from powertrain.devices import SimulatedJetson
 from powertrain.errors import PowerfleetError
+from powertrain.predictor import PowerTrainPredictor, PredictorState
 from powertrain.profiler import ProfileSettings, profile
 from powertrain.sampling import sample_modes
+from tests.fleet.runs import StoreAudit, audit_store, fleet_file, start_simulate
 from tests.procs import PrivateRedis, free_port
 from tests.store.tampering import (
     TAMPER_KINDS,
@@ -541,15 +561,208 @@ def crafted_bundle(bench: Bench, faults: int) -> FaultRow:
     return _timed(row, body)
 
 
+# ---------------------------------------------------------------------- whole runs
+#: The fleet of the run-level kinds: Orin AGX boards (the reference's type) and Orin Nanos, whose
+#: predictor each run must bootstrap in its rounds unless another run already did.
+RUN_FLEET = [("sim:orin-agx", 2, 0), ("sim:orin-nano", 2, 10)]
+#: The stop budget of an interrupted run, signal to exit with its report written (2 loaded cores).
+STOP_WITHIN_S = 30.0
+
+
+def _reference_state() -> PredictorState:
+    """A small orin-agx/resnet18 reference predictor (as the tests' reference store holds)."""
+    truth = SimulatedJetson("orin-agx").true_performance("resnet18-imagenet", get_space("orin-agx").modes("powertrain"))
+    return PowerTrainPredictor(fit_steps=300, members=2, transfer_steps=80).fit(
+        truth, device_type="orin-agx", workload="resnet18-imagenet").to_state()
+
+
+class RunStores:
+    """A fresh store per fault, alternately an embedded file and a private Redis (flushed), each
+    holding only the reference predictor."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.state = _reference_state()
+        self.redis = PrivateRedis(free_port(), workdir)
+        self.redis.start()
+        self.xdg = os.environ.get("XDG_CACHE_HOME")  # restored by close()
+
+    def fresh(self, i: int) -> tuple[str, str]:
+        """The URL of the ``i``-th fault's store and the artifact id of its reference. A fresh host
+        too: the fallback's local file (under ``XDG_CACHE_HOME``, inherited by the runs) is new per
+        fault, or it would re-publish an earlier fault's predictors into the flushed Redis."""
+        os.environ["XDG_CACHE_HOME"] = str(self.workdir / f"cache-{i}")
+        if i % 2 == 0:
+            url = f"file://{self.workdir / f'store-{i}.sqlite'}"
+        else:
+            redis.Redis(port=self.redis.port).flushall()
+            url = self.redis.url
+        with open_store(url) as store:
+            return url, store.put(self.state, space=get_space("orin-agx")).artifact_id
+
+    def close(self) -> None:
+        if self.redis.proc is not None:
+            self.redis.kill()
+        if self.xdg is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = self.xdg
+
+
+def _audit(row: FaultRow, url: str, before: dict[tuple[str, str], list[str]]) -> StoreAudit:
+    """Count problems of the store after a fault: artifacts that were there and are gone or no
+    longer verify are lost; duplicates and foreign bytes are corruption."""
+    audit = audit_store(url)
+    for pair, ids in before.items():
+        row.artifacts_lost += len(set(ids) - set(audit.artifacts.get(pair, [])))
+    for problem in audit.problems:
+        if "duplicate" in problem or "another artifact" in problem:
+            row.artifacts_corrupted += 1
+        else:
+            row.artifacts_lost += 1
+        row.notes.append(problem)
+    return audit
+
+
+@fault_kind("interrupt-run", "SIGINT or SIGTERM to a running `powerfleet simulate` (analytic engine) at a random "
+                             "point: during start-up/bootstrap or after 1-4 rounds")
+def interrupt_run(bench: Bench, faults: int) -> FaultRow:
+    row = FaultRow("interrupt-run", KINDS["interrupt-run"][0])
+    workdir = Path(tempfile.mkdtemp(dir=bench.workdir, prefix="interrupt-"))
+
+    def body() -> None:
+        stores = RunStores(workdir)
+        fleet = fleet_file(workdir / "fleet.toml", RUN_FLEET)
+        stop_times: list[float] = []
+        try:
+            for i in range(faults):
+                url, ref_id = stores.fresh(i)
+                sig = (signal.SIGINT, signal.SIGTERM)[int(bench.rng.integers(0, 2))]
+                after = int(bench.rng.integers(0, 5))  # 0: as soon as the command has started its run
+                run = start_simulate(workdir, f"run-{i}", fleet, url, 1000)
+                try:
+                    if after == 0:
+                        deadline = time.monotonic() + 120
+                        while "fleet " not in run.err() and run.proc.poll() is None and time.monotonic() < deadline:
+                            time.sleep(0.05)
+                    elif not run.wait_rounds(after, 180):
+                        row.harness_errors += 1
+                        row.notes.append(f"fault {i}: the run never reached round {after}: {run.err()[-200:]}")
+                        continue
+                    seen = run.progress()
+                    run.signal(sig)
+                    code = run.wait(120)
+                finally:
+                    if run.proc.poll() is None:
+                        run.proc.kill()
+                        run.proc.wait()
+                row.faults += 1
+                stop_times.append(run.stop_s)
+                err = run.err()
+                if "Traceback" in err:
+                    row.tracebacks += 1
+                    row.notes.append(f"fault {i}: traceback: {err.strip().splitlines()[-1]}")
+                errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+                if "Warning" in err:  # a Python warning is a line more than the one the user gets
+                    errors.append(next(ln for ln in err.splitlines() if "Warning" in ln))
+                if code != 128 + int(sig) or len(errors) != 1 or f"stopped by {sig.name}" not in errors[0]:
+                    row.no_work += 1  # ended without saying it was stopped (or with exit 0)
+                    row.notes.append(f"fault {i}: exit {code}, stderr {errors}")
+                if run.stop_s > STOP_WITHIN_S:
+                    row.notes.append(f"fault {i}: {run.stop_s:.1f} s to stop")
+                try:
+                    summary = run.summary()
+                    reported = int(summary["rounds"])  # type: ignore[call-overload]
+                    if summary["complete"] is not False or summary["stopped_by"] != sig.name:
+                        row.no_work += 1
+                except (OSError, ValueError, KeyError):
+                    reported = 0
+                    row.no_work += 1
+                    row.notes.append(f"fault {i}: no report")
+                row.rounds += max(seen, reported)
+                row.completed += reported
+                row.lost += max(0, seen - reported)  # finished before the signal, missing from the report
+                _audit(row, url, {("orin-agx", "resnet18-imagenet"): [ref_id]})
+        finally:
+            stores.close()
+        if stop_times:
+            row.notes.insert(0, f"signal to exit (report written): median {np.median(stop_times):.1f} s, max "
+                                f"{max(stop_times):.1f} s; exit codes 130 (SIGINT) / 143 (SIGTERM)")
+
+    return _timed(row, body)
+
+
+@fault_kind("two-runs", "two `powerfleet simulate` runs at once on one store (embedded file or Redis), both "
+                        "needing the same pair bootstrapped")
+def two_runs(bench: Bench, faults: int) -> FaultRow:
+    row = FaultRow("two-runs", KINDS["two-runs"][0])
+    workdir = Path(tempfile.mkdtemp(dir=bench.workdir, prefix="two-runs-"))
+    rounds = 6
+
+    def body() -> None:
+        stores = RunStores(workdir)
+        fleet = fleet_file(workdir / "fleet.toml", RUN_FLEET)
+        twice = 0
+        try:
+            for i in range(faults):
+                url, ref_id = stores.fresh(i)
+                runs = [start_simulate(workdir, f"run-{i}-{j}", fleet, url, rounds, "--seed", str(j))
+                        for j in range(2)]
+                try:
+                    codes = [r.wait(600) for r in runs]
+                finally:
+                    for r in runs:
+                        if r.proc.poll() is None:
+                            r.proc.kill()
+                            r.proc.wait()
+                row.faults += 1
+                profiled = []
+                for r, code in zip(runs, codes, strict=True):
+                    row.rounds += rounds
+                    err = r.err()
+                    if "Traceback" in err:
+                        row.tracebacks += 1
+                        row.notes.append(f"fault {i}: traceback: {err.strip().splitlines()[-1]}")
+                    try:
+                        done = len(pd.read_csv(r.out / "rounds.csv"))
+                        clients = pd.read_csv(r.out / "clients.csv")
+                        profiled.append(int(clients[clients.device_type == "orin-nano"].profiled_modes.sum()))
+                    except OSError:
+                        done = 0
+                    row.completed += done if code == 0 else 0
+                    row.lost += rounds - (done if code == 0 else 0)
+                    if code != 0:
+                        row.notes.append(f"fault {i}: exit {code}: {err.strip().splitlines()[-1:]}")
+                if sum(p > 0 for p in profiled) != 1:
+                    twice += 1
+                    row.no_work += 1  # both runs profiled the pair (or neither did)
+                    row.notes.append(f"fault {i}: orin-nano profiled by {sum(p > 0 for p in profiled)} runs")
+                audit = _audit(row, url, {("orin-agx", "resnet18-imagenet"): [ref_id]})
+                nano = audit.versions.get(("orin-nano", "resnet18-imagenet"), [])
+                if nano != list(range(1, len(nano) + 1)):
+                    row.artifacts_lost += 1
+                    row.notes.append(f"fault {i}: orin-nano versions {nano}")
+        finally:
+            stores.close()
+        row.notes.insert(0, f"{rounds} rounds per run; faults where the pair was profiled by both runs (or none): "
+                            f"{twice} (counted as no-work); odd faults on Redis, even on the embedded file")
+
+    return _timed(row, body)
+
+
 # ---------------------------------------------------------------------- table
-def run(kinds: list[str], faults: int, seed: int, workdir: Path) -> list[FaultRow]:
-    """Run the kinds; one row each."""
+#: The kinds that start real ``powerfleet simulate`` processes (``--run-faults`` each).
+RUN_KINDS = ("interrupt-run", "two-runs")
+
+
+def run(kinds: list[str], faults: int, seed: int, workdir: Path, run_faults: int | None = None) -> list[FaultRow]:
+    """Run the kinds; one row each (``run_faults`` for :data:`RUN_KINDS`, default ``faults``)."""
     bench = Bench(np.random.default_rng(seed), workdir)
     rows = []
     for name in kinds:
         if name not in KINDS:
             raise SystemExit(f"unknown fault kind {name!r}; kinds: {', '.join(KINDS)}")
-        rows.append(KINDS[name][1](bench, faults))
+        rows.append(KINDS[name][1](bench, run_faults if run_faults is not None and name in RUN_KINDS else faults))
         r = rows[-1]
         print(f"{name}: {r.faults} faults, {r.completed}/{r.rounds} rounds, lost {r.lost}, no-work {r.no_work}, "
               f"artifacts lost {r.artifacts_lost}, corrupted {r.artifacts_corrupted}, tracebacks {r.tracebacks} "
@@ -574,24 +787,31 @@ def table(rows: list[FaultRow]) -> str:
     return "\n".join(lines)
 
 
-def write(rows: list[FaultRow], faults: int, seed: int, path: Path = OUT) -> None:
+def write(rows: list[FaultRow], faults: int, seed: int, path: Path = OUT, run_faults: int | None = None) -> None:
     """Write ``bench/results/faults.md``."""
-    import redis
-
     version = "?"
     with contextlib.suppress(Exception), tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp), False) as s:
         version = str(redis.Redis(port=s.port).info("server")["redis_version"])
     text = [
-        "# Fault injection (store level)", "",
-        f"`bench/faults.py --faults {faults} --seed {seed}`, {time.strftime('%Y-%m-%d')}; {platform.machine()}, "
-        f"Python {platform.python_version()}, Redis {version} (a private redis-server per kind, killed by PID). "
-        "Three pairs (orin-agx/resnet18-imagenet, orin-nano/lstm-wikitext, xavier-agx/resnet18-imagenet) "
-        "served every round through `plan_or_rebuild` + `get_artifact`, two observations recorded per pair "
-        "per round, a new version every fourth round; one fault per round at a random point of it.", "",
+        "# Fault injection (store level and whole runs)", "",
+        f"`bench/faults.py --faults {faults}" + (f" --run-faults {run_faults}" if run_faults is not None else "")
+        + f" --seed {seed}`, {time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} cores shared with "
+        f"other work, Python {platform.python_version()}, Redis {version} (a private redis-server per kind, killed "
+        "by PID). Store-level kinds: three pairs (orin-agx/resnet18-imagenet, orin-nano/lstm-wikitext, "
+        "xavier-agx/resnet18-imagenet) served every round through `plan_or_rebuild` + `get_artifact`, two "
+        "observations recorded per pair per round, a new version every fourth round; one fault per round at a "
+        "random point of it. Whole-run kinds (`interrupt-run`, `two-runs`): real `powerfleet simulate` processes "
+        "on a fresh store per fault; one fault per run (pair of runs).", "",
         table(rows), "",
-        "Columns: see the docstring of `bench/faults.py`. *Rounds lost* = an error escaped the round; "
-        "*no-work rounds* = a round that ended without error but served no predictor or recorded nothing "
-        "(for imports: exit 0). Artifacts deliberately made unreadable by a fault are not counted as lost.", "",
+        "Columns: see the docstring of `bench/faults.py`. *Rounds lost* = an error escaped the round (whole runs: "
+        "a finished round missing from the report, or the rounds of a failed run); *no-work rounds* = a round "
+        "that ended without error but served no predictor or recorded nothing (for imports: exit 0; for an "
+        "interrupt: no exit 130/143 with one line and an incomplete report; for two runs: the pair profiled by "
+        "both). Artifacts deliberately made unreadable by a fault are not counted as lost.", "",
+        *([f"**Short of the target:** the whole-run kinds ran {run_faults} faults each here, not 50, to keep "
+           "this run short (each fault starts one or two real `powerfleet simulate` processes, 15-40 s on these "
+           "shared cores); `--run-faults 50` runs the full count.", ""] if run_faults is not None and run_faults < 50
+          else []),
         "## Kinds and notes", ""]
     for r in rows:
         text.append(f"* **{r.kind}** - {r.description}.")
@@ -603,6 +823,8 @@ def write(rows: list[FaultRow], faults: int, seed: int, path: Path = OUT) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--faults", type=int, default=50, help="faults per kind (default 50)")
+    parser.add_argument("--run-faults", type=int, default=None,
+                        help=f"faults per whole-run kind ({', '.join(RUN_KINDS)}; default: --faults)")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -610,8 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     logging.getLogger("powerfleet").setLevel(logging.ERROR)  # the faults are expected: keep the output short
     with tempfile.TemporaryDirectory(prefix=f"faults-{uuid.uuid4().hex[:6]}-") as tmp:
-        rows = run([k.strip() for k in args.kinds.split(",") if k.strip()], args.faults, args.seed, Path(tmp))
-    write(rows, args.faults, args.seed, args.out)
+        rows = run([k.strip() for k in args.kinds.split(",") if k.strip()], args.faults, args.seed, Path(tmp),
+                   args.run_faults)
+    write(rows, args.faults, args.seed, args.out, args.run_faults)
     print(table(rows))
     return 0 if all(r.clean for r in rows) else 1
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
-from client.runtime import NodeRuntime, predictor_table
+from client.runtime import NodeFailureError, NodeRuntime, predictor_table
 from powerfleet.protocol import messages
 from powerfleet.protocol.messages import TrainTask
 from powerfleet.protocol.tasks import cached_task, seeded_model, set_weights
@@ -100,11 +101,14 @@ def train(msg: Message, context: Context, device_hook: DeviceHook | None = None)
             pid, table = predictor_table(artifact, node.device)
     if device_hook is not None:
         node.device = device_hook(node.device, task, context)
-    with node.device:  # the mode is held only while the node trains
-        try:
-            result, new_weights = node.train(context.node_id, task, weights, table, pid)
-        finally:  # a simulated board's clock and energy advance even when the node dies
-            context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+    try:
+        with node.device:  # the mode is held only while the node trains
+            try:
+                result, new_weights = node.train(context.node_id, task, weights, table, pid)
+            finally:  # a simulated board's clock and energy advance even when the node dies
+                context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+    except NodeFailureError as exc:  # a node that died mid-round: an error reply of one line, no traceback
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=exc.message), reply_to=msg)
     return Message(messages.result_to_records(result, new_weights), reply_to=msg)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 from coordinator.config import RunConfig
-from coordinator.records import ClientRecord, RoundRecord
-from coordinator.rounds import RunReport
+from coordinator.records import ClientRecord, RoundRecord, summarize
+from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport, run_status
 from powerfleet.protocol.enums import ChoiceKind, ClientStatus, WorkKind
 from powertrain.errors import DataFormatError
 from powertrain.outputs import atomic_outputs, check_output_dir
@@ -84,14 +85,73 @@ def load_report(out_dir: str | Path) -> RunReport:
     except (OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: no readable run report ({exc})") from None
 
-    def nan(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: (math.nan if v is None else v) for k, v in values.items()}
-
-    rounds = [RoundRecord(**nan(r)) for r in data["rounds"]]
-    clients = [ClientRecord(**{**nan(c), "status": ClientStatus(c["status"]), "work_kind": WorkKind(c["work_kind"]),
-                               "choice_kind": ChoiceKind(c["choice_kind"])}) for c in data["clients"]]
-    return RunReport(RunConfig.from_run_config(data["config"]), rounds, clients, nan(data["summary"]),
+    rounds, clients = _records(data["rounds"], data["clients"])
+    return RunReport(RunConfig.from_run_config(data["config"]), rounds, clients, _nan(data["summary"]),
                      data["predictors"])
+
+
+def _nan(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (math.nan if v is None else v) for k, v in values.items()}
+
+
+def _records(rounds: list[dict[str, Any]], clients: list[dict[str, Any]]) -> tuple[list[RoundRecord],
+                                                                                  list[ClientRecord]]:
+    return ([RoundRecord(**_nan(r)) for r in rounds],
+            [ClientRecord(**{**_nan(c), "status": ClientStatus(c["status"]), "work_kind": WorkKind(c["work_kind"]),
+                             "choice_kind": ChoiceKind(c["choice_kind"])}) for c in clients])
+
+
+#: The run's progress, one JSON line per finished round, while a ServerApp runs (removed once the
+#: report is written): what a stopped run is reported from when its ServerApp could not write.
+PROGRESS_FILE = "progress.jsonl"
+
+
+def progress_writer(out_dir: str | Path, coordinator: FleetCoordinator, *, clients: bool = True) -> RoundCallback:
+    """A round callback that appends each finished round (its record, its clients unless
+    ``clients`` is False, the predictors and summary extras at that point) to
+    ``<out_dir>/progress.jsonl``, flushed to disk."""
+    path = Path(out_dir) / PROGRESS_FILE
+    path.unlink(missing_ok=True)  # a previous run's
+
+    def write(record: RoundRecord) -> None:
+        records = []
+        for c in reversed(coordinator.clients if clients else ()):  # the round's clients are the last ones added
+            if c.round != record.round:
+                break
+            records.append(asdict(c))
+        line = json.dumps(_clean({"config": coordinator.cfg.to_run_config(), "round": asdict(record),
+                                  "clients": records[::-1], "predictors": coordinator.predictor_info(),
+                                  "extra": coordinator.summary_extra()}))
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return write
+
+
+def report_from_progress(out_dir: str | Path, stopped_by: str, cfg: RunConfig) -> RunReport:
+    """The report of the rounds ``<out_dir>/progress.jsonl`` holds (none if it is missing; a torn
+    last line is skipped), marked stopped by ``stopped_by``."""
+    rounds_data: list[dict[str, Any]] = []
+    clients_data: list[dict[str, Any]] = []
+    predictors: dict[str, dict[str, object]] = {}
+    extra: dict[str, Any] = {"task": cfg.task, "cost_as": cfg.cost_as, "strategy": cfg.strategy}
+    path = Path(out_dir) / PROGRESS_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for text in lines:
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            continue  # the process died while writing it
+        cfg = RunConfig.from_run_config(entry["config"])
+        rounds_data.append(entry["round"])
+        clients_data += entry["clients"]
+        predictors, extra = entry["predictors"], _nan(entry["extra"])
+    rounds, clients = _records(rounds_data, clients_data)
+    summary = summarize(cfg.policy, rounds, clients, extra, target_accuracy=cfg.target_accuracy)
+    summary.update(run_status(cfg, len(rounds), stopped_by))
+    return RunReport(cfg, rounds, clients, summary, predictors)
 
 
 def _fmt(value: Any) -> str:
@@ -118,6 +178,9 @@ def markdown(report: RunReport, title: str = "") -> str:
              + f", strategy {cfg.strategy}, selection {cfg.selection}, {_margin(cfg)}.", "",
              "Every round is counted; a figure that leaves the bootstrap rounds out ends in `_steady`.", "",
              "| metric | value |", "|---|---|"]
+    if s.get("stopped_by"):
+        lines[2:2] = [f"**Incomplete: stopped by {s['stopped_by']} after {len(report.rounds)} of "
+                      f"{cfg.num_server_rounds} rounds.** Only the finished rounds are reported.", ""]
     lines += [f"| {k} | {_fmt(s.get(k))} |" for k in SUMMARY_KEYS]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in s.items() if k not in SUMMARY_KEYS]
     lines += ["", "## Predictors", "", "| device type | version | how | time margin % | power margin % |",
@@ -155,7 +218,8 @@ def plots(report: RunReport, path: Path) -> Path:
         ax.bar(x, values, bottom=bottom, label=t)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title("energy per round by device type (J)")
-    ax.legend(fontsize=8)
+    if types:  # a run stopped before its first round has none
+        ax.legend(fontsize=8)
     ax = axes[0][1]
     for t in types:
         ax.plot(x, [r.duration_by_type_s.get(t, math.nan) for r in rounds], "-o", ms=3, label=t)

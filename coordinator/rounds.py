@@ -29,13 +29,14 @@ from coordinator.aggregation import Aggregator
 from coordinator.bootstrap import Bootstrap, ProfileShare
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, check_cap_above_idle
+from coordinator.interrupt import RunInterrupted
 from coordinator.margins import MarginCalibrator
 from coordinator.records import ClientRecord, RoundRecord, describe_round, summarize
 from coordinator.reference import make_reference_source
 from coordinator.selection import SelectionInput, Skip, make_selection
 from coordinator.store import builder
-from coordinator.store.base import ModelStore
-from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError
+from coordinator.store.base import LockHandle, ModelStore
+from coordinator.store.errors import ArtifactNotFoundError, CorruptArtifactError, LockTimeoutError
 from powerfleet.protocol.enums import ClientStatus, WorkKind
 from powerfleet.protocol.messages import NodeInfo, NodeQuery, TrainResult, TrainTask
 from powerfleet.protocol.tasks import cached_task, get_weights, seeded_model, set_weights
@@ -124,6 +125,8 @@ class FleetCoordinator:
         self.clients: list[ClientRecord] = []
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
         self.federated: dict[int, tuple[dict[str, float], int]] = {}  # the final federated evaluation
+        self.stopped_by = ""  # the signal that ended the run early (see run())
+        self.claims: dict[str, LockHandle] = {}  # bootstrap locks held, by device type (see _ensure)
         self.task = cached_task(config.task)
         #: the store key of the work: the task's fingerprint, or the catalog workload it is charged as
         self.workload = workload_key(self.task, config.cost_as)
@@ -190,16 +193,44 @@ class FleetCoordinator:
 
     def _ensure(self, dtype: str) -> None:
         """Install the pair's predictor, or start a bootstrap that profiles at least one mode:
-        a pair with no valid latest is rebuilt from its stored samples when they suffice."""
-        plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
-        if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
-            # The reference is profiled once, on a full grid - not inside FL rounds.
-            self._build_reference()
+        a pair with no valid latest is rebuilt from its stored samples when they suffice.
+
+        A bootstrap holds the pair's store lock ``bootstrap:<type>:<workload>`` until it has
+        stored its predictor, so two runs sharing a store never profile the same pair twice:
+        the second waits (one log line) and installs what the first built; if the first dies,
+        its lock expires and the second bootstraps."""
+        deadline = time.monotonic() + self.build_settings.wait_timeout_s
+        waiting = False
+        while True:
             plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+            if plan.prerequisite or plan.rule == builder.RULE_REFERENCE_FIT:
+                # The reference is profiled once, on a full grid - not inside FL rounds.
+                self._build_reference()
+                plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+            if plan.hit is None and plan.needs_boards:
+                claim = self.store.acquire_lock(bootstrap_lock(dtype, self.workload),
+                                                ttl_s=self.build_settings.lock_ttl_s)
+                if claim is None:  # another run is bootstrapping this pair: wait for its predictor
+                    if not waiting:
+                        log.warning("another run is bootstrapping %s/%s in %s; waiting for its predictor", dtype,
+                                 self.workload, self.store.url)
+                        waiting = True
+                    if time.monotonic() > deadline:
+                        raise LockTimeoutError(f"waited {self.build_settings.wait_timeout_s:.0f} s for another "
+                                               f"run's bootstrap of {dtype}/{self.workload} in {self.store.url}")
+                    time.sleep(0.25)
+                    continue
+                # under the claim, plan again: the other run may have stored it just now
+                plan = builder.plan_or_rebuild(self.store, dtype, self.workload, self.build_settings)
+                if plan.hit is not None:
+                    claim.release()
+                else:
+                    self.claims[dtype] = claim
+            break
         if plan.hit is not None:
             self._install(dtype, plan.hit.meta.version)
             how = "; ".join(plan.notes) if plan.notes else f"reused {plan.hit.meta.label} from the store"
-            self.build_notes[dtype] = how
+            self.build_notes[dtype] = how + (" (built by another run meanwhile)" if waiting else "")
         else:
             if not plan.needs_boards:  # plan_or_rebuild never returns this; refuse to loop doing nothing
                 raise PowerfleetError(f"no way to a predictor for {dtype}/{self.workload}: rule {plan.rule} "
@@ -209,6 +240,12 @@ class FleetCoordinator:
             self.build_notes[dtype] = (f"bootstrap in rounds: rule {plan.rule} from {src}, {len(plan.modes)} modes to "
                                        "profile within the deadline")
             log.info("bootstrapping %s/%s: %s", dtype, self.workload, self.build_notes[dtype])
+
+    def release_claims(self) -> None:
+        """Release the bootstrap locks this run holds (its bootstraps end with it)."""
+        for claim in self.claims.values():
+            claim.release()
+        self.claims.clear()
 
     def _build_reference(self) -> None:
         ref_type, ref_workload = self.build_settings.reference_pair
@@ -233,18 +270,27 @@ class FleetCoordinator:
 
     # ------------------------------------------------------------------ rounds
     def run(self) -> RunReport:
-        """Run every round and return the report."""
-        infos = self.wait_for_nodes()
-        self.check_caps(infos)
-        self.prepare(infos)
-        for rnd in range(1, self.cfg.num_server_rounds + 1):
-            record = self.run_round(rnd)
-            if self.on_round is not None:
-                self.on_round(record)
-        if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
-            connected, _ = self._connected(self.cfg.num_server_rounds + 1)
-            self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
-                                                   [i.node_id for i in connected], self.cfg.round_timeout_s)
+        """Run every round and return the report; a stop signal (:class:`RunInterrupted`, raised
+        inside :func:`coordinator.interrupt.raise_on_signals`) ends the run with a report of the
+        finished rounds, marked incomplete (the round it interrupted is not recorded)."""
+        try:
+            infos = self.wait_for_nodes()
+            self.check_caps(infos)
+            self.prepare(infos)
+            for rnd in range(1, self.cfg.num_server_rounds + 1):
+                record = self.run_round(rnd)
+                if self.on_round is not None:
+                    self.on_round(record)
+            if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
+                connected, _ = self._connected(self.cfg.num_server_rounds + 1)
+                self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
+                                                       [i.node_id for i in connected], self.cfg.round_timeout_s)
+        except RunInterrupted as exc:
+            self.stopped_by = exc.signal_name
+            log.info("stopped by %s after %d of %d rounds", exc.signal_name, len(self.rounds),
+                     self.cfg.num_server_rounds)
+        finally:
+            self.release_claims()
         return self.report()
 
     def run_round(self, rnd: int) -> RoundRecord:
@@ -358,6 +404,8 @@ class FleetCoordinator:
                 reason=reply if isinstance(reply, str) else "no reply before the round timeout", policy=task.policy,
                 power_cap_w=task.power_cap_w, deadline_s=task.deadline_s, work_assigned=task.work_minibatches)
             if reply is None or isinstance(reply, str):
+                log.info("round %d: node %s (%s unit %s) failed: %s", rnd, node_id, info.device_type, info.unit,
+                         dropped.reason)  # one line per failure (a simulated dropout included)
                 records.append(dropped)
                 continue
             res, weights = reply
@@ -402,6 +450,8 @@ class FleetCoordinator:
                 result = builder.complete(self.store, boot.plan, have, settings=self.build_settings)
                 self._install(dtype, result.meta.version)
                 del self.bootstraps[dtype]
+                if (claim := self.claims.pop(dtype, None)) is not None:
+                    claim.release()
                 notes.append(f"{dtype}: built {result.meta.label} ({result.rule}) from {boot.distinct()} modes "
                              f"profiled in {boot.rounds} round(s)")
         for dtype, frames in by_type.items():
@@ -460,7 +510,17 @@ class FleetCoordinator:
         return record, records
 
     def report(self) -> RunReport:
-        """The run's records and summary."""
+        """The run's records and summary (``complete``: every round ran; ``stopped_by``: the signal
+        that ended it early, else None)."""
+        recorded = {r.round for r in self.rounds}  # an interrupted round's clients are not reported
+        clients = [c for c in self.clients if c.round in recorded]
+        summary = summarize(self.cfg.policy, self.rounds, clients, self.summary_extra(),
+                            target_accuracy=self.cfg.target_accuracy)
+        summary.update(run_status(self.cfg, len(self.rounds), self.stopped_by))
+        return RunReport(self.cfg, list(self.rounds), clients, summary, self.predictor_info(), dict(self.weights))
+
+    def predictor_info(self) -> dict[str, dict[str, object]]:
+        """The predictors in force, per device type, as the report shows them."""
         predictors: dict[str, dict[str, object]] = {}
         for d, p in self.predictors.items():
             m = self._margins(d)
@@ -469,12 +529,25 @@ class FleetCoordinator:
                              "margin": self.cfg.margin, "margin_time_pct": math.expm1(m[0]) * 100 if m else math.nan,
                              "margin_power_pct": math.expm1(m[1]) * 100 if m else math.nan,
                              "residuals_cv": cv, "residuals_rounds": seen}
+        return predictors
+
+    def summary_extra(self) -> dict[str, object]:
+        """What the summary adds to :func:`coordinator.records.summarize`: the task and the
+        federated evaluation of the final model."""
         examples = sum(n for _, n in self.federated.values())
         federated = {key: sum(m.get(key, math.nan) * n for m, n in self.federated.values()) / examples
                      for key in ("accuracy", "loss")} if examples else {"accuracy": math.nan, "loss": math.nan}
         extra = {"task": self.cfg.task, "workload": self.workload, "cost_as": self.cfg.cost_as,
                  "strategy": self.cfg.strategy, "federated_accuracy": federated["accuracy"],
                  "federated_loss": federated["loss"], "federated_eval_nodes": len(self.federated)}
-        summary = summarize(self.cfg.policy, self.rounds, self.clients, extra,
-                            target_accuracy=self.cfg.target_accuracy)
-        return RunReport(self.cfg, self.rounds, self.clients, summary, predictors, dict(self.weights))
+        return extra
+
+
+def bootstrap_lock(device_type: str, workload: str) -> str:
+    """The store lock a run holds while it bootstraps a pair in its rounds."""
+    return f"bootstrap:{device_type}:{workload}"
+
+
+def run_status(cfg: RunConfig, rounds: int, stopped_by: str) -> dict[str, object]:
+    """``complete`` (every configured round ran, no signal stopped the run) and ``stopped_by``."""
+    return {"complete": not stopped_by and rounds == cfg.num_server_rounds, "stopped_by": stopped_by or None}

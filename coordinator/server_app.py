@@ -20,7 +20,9 @@ from flwr.serverapp import Grid, ServerApp
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec, default_fleet
 from coordinator.flower_backend import FlowerBackend
-from coordinator.report import check_report_dir, write_report
+from coordinator.interrupt import raise_on_signals
+from coordinator.records import RoundRecord
+from coordinator.report import PROGRESS_FILE, check_report_dir, progress_writer, write_report
 from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
 from coordinator.store import open_store, redact_url, resolve_store_url
 from powerfleet.protocol.tasks import cached_task, check_task
@@ -66,7 +68,17 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
         store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
         log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
         try:
-            report = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet, on_round=on_round).run()
+            coordinator = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet)
+            checkpoint = progress_writer(out, coordinator)
+
+            def each_round(record: RoundRecord) -> None:
+                checkpoint(record)
+                if on_round is not None:
+                    on_round(record)
+
+            coordinator.on_round = each_round
+            with raise_on_signals():  # in flwr-serverapp's main thread: SIGINT/SIGTERM end the run early
+                report = coordinator.run()
             pending = store.stats().get("pending", 0)
         finally:
             store.close()
@@ -79,6 +91,9 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     if pending:
         log.warning("%d store write(s) wait in %s for the store to return", pending, out / "store-fallback.sqlite")
     write_report(report, out, title=f"powerfleet run {run_id} ({cfg.policy})", what="out-dir")
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    if report.summary.get("stopped_by"):
+        stopped(str(report.summary["stopped_by"]), len(report.rounds), cfg.num_server_rounds, out)
     return report
 
 
@@ -97,6 +112,15 @@ def main(grid: Grid, context: Context) -> None:
         run_fleet(grid, cfg, run_id=context.run_id)
     except PowerfleetError as exc:
         fail(exc)
+
+
+def stopped(signal_name: str, rounds: int, of: int, out: Path) -> None:
+    """End a run a signal stopped, after its partial report is written: Flower's graceful exit
+    for that signal, with one line."""
+    from flwr.supercore.exit import ExitCode, flwr_exit
+
+    code = ExitCode.GRACEFUL_EXIT_SIGTERM if signal_name == "SIGTERM" else ExitCode.GRACEFUL_EXIT_SIGINT
+    flwr_exit(code, f"powerfleet: stopped by {signal_name} after {rounds} of {of} rounds; report in {out.resolve()}")
 
 
 def fail(exc: PowerfleetError) -> None:

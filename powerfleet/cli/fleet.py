@@ -11,12 +11,17 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import click
 
 from powerfleet.cli._common import err, out
 from powertrain.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from coordinator.config import RunConfig
+    from coordinator.fleet import FleetSpec
+    from coordinator.rounds import RunReport
 
 #: Older flag names, kept as aliases of the run-config keys they always meant.
 ALIASES = {"num-server-rounds": "--rounds", "fleet-file": "--fleet", "out-dir": "--out"}
@@ -83,9 +88,10 @@ def parse_run_config(text: str) -> dict[str, Any]:
 def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     from coordinator.config import RunConfig
     from coordinator.fleet import DEFAULT_FLEET, FleetSpec
-    from coordinator.report import SUMMARY_KEYS, check_report_dir
+    from coordinator.interrupt import RunInterrupted, RunStoppedError, raise_on_signals
+    from coordinator.report import PROGRESS_FILE, SUMMARY_KEYS, check_report_dir, report_from_progress, write_report
     from coordinator.store import open_store, resolve_store_url
-    from powerfleet.sim.engines import check_run, simulate
+    from powerfleet.sim.engines import check_run
 
     overrides: dict[str, Any] = {}
     if run_config:
@@ -100,10 +106,37 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
     open_store(resolve_store_url(cfg.store) or None).close()
     check_report_dir(out_dir, what="--out-dir")  # last: it makes the directory
     warnings.filterwarnings("ignore", category=FutureWarning, module="ray")
-    err.print(f"fleet {spec.name}: {len(spec.nodes)} boards ({', '.join(spec.device_types)}); engine {engine}, "
-              f"policy {cfg.policy}, {cfg.num_server_rounds} rounds")
+    # From here on SIGINT/SIGTERM end the run with a report of its finished rounds (a signal after
+    # the run has finished changes nothing: its report is complete).
+    with raise_on_signals() as signals:
+        try:
+            report = _run(engine, cfg, spec, out_dir)
+        except RunInterrupted:  # before the coordinator ran, or while the report was written
+            signals.armed = False
+            report = report_from_progress(out_dir, signals.signal_name, cfg)
+            write_report(report, out_dir, title=f"powerfleet simulation: {spec.name}, policy {cfg.policy}")
+            (out_dir / PROGRESS_FILE).unlink(missing_ok=True)
+    s = report.summary
+    if s.get("stopped_by"):  # one line, the signal's exit code; the finished rounds are in the report
+        raise RunStoppedError(f"stopped by {s['stopped_by']} after {len(report.rounds)} of {cfg.num_server_rounds} "
+                              f"rounds; report of the finished rounds (marked incomplete): "
+                              f"{out_dir.resolve() / 'summary.md'}", str(s["stopped_by"]))
+    for key in SUMMARY_KEYS:
+        value = s[key]
+        out.print(f"{key:>26}: {value:.4g}" if isinstance(value, float) and not math.isnan(value)
+                  else f"{key:>26}: {value}")
+    out.print(f"report: {out_dir.resolve() / 'summary.md'} (plots: rounds.png, data: rounds.csv, clients.csv, "
+              "summary.json)")
+
+
+def _run(engine: str, cfg: RunConfig, spec: FleetSpec, out_dir: Path) -> RunReport:
+    """The run with its progress bar on stderr (one line per round as they finish)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from powerfleet.sim.engines import simulate
+
+    err.print(f"fleet {spec.name}: {len(spec.nodes)} boards ({', '.join(spec.device_types)}); engine {engine}, "
+              f"policy {cfg.policy}, {cfg.num_server_rounds} rounds")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as bar:
         task = bar.add_task("rounds", total=cfg.num_server_rounds, last="preparing predictors ...")
@@ -111,11 +144,4 @@ def _simulate(engine: str, run_config: str | None, **flags: Any) -> None:
         def on_line(line: str) -> None:
             bar.update(task, advance=1, last=line.removeprefix("powerfleet ")[:110])
 
-        report = simulate(cfg, spec, engine=engine, out_dir=out_dir, on_line=on_line)
-    s = report.summary
-    for key in SUMMARY_KEYS:
-        value = s[key]
-        out.print(f"{key:>26}: {value:.4g}" if isinstance(value, float) and not math.isnan(value)
-                  else f"{key:>26}: {value}")
-    out.print(f"report: {out_dir.resolve() / 'summary.md'} (plots: rounds.png, data: rounds.csv, clients.csv, "
-              "summary.json)")
+        return simulate(cfg, spec, engine=engine, out_dir=out_dir, on_line=on_line)

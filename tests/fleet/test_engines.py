@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -96,14 +97,19 @@ def test_powertrain_saves_energy_against_maxn(store_url: str) -> None:
     assert 1 <= pt["breakeven_round"] <= 3
 
 
-def test_dropouts_do_not_stall_rounds(store_url: str) -> None:
+def test_dropouts_do_not_stall_rounds(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     fleet = FleetSpec.from_groups("mixed-6", MIXED, 0)
     cfg = RunConfig(num_server_rounds=4, store=store_url, dropout_rate=0.4, **FAST)
-    report = simulate(cfg, fleet, engine="analytic")
+    with caplog.at_level(logging.INFO, logger="powerfleet"):
+        report = simulate(cfg, fleet, engine="analytic")
     dropped = [c for c in report.clients if c.status == "dropped"]
     assert dropped and all("dropped out" in c.reason for c in dropped)
     assert len(report.rounds) == 4 and all(r.completed > 0 for r in report.rounds[1:])
     assert report.summary["dropped_client_rounds"] == len(dropped)
+    # every simulated dropout is logged as exactly one line, without a traceback
+    logged = [r for r in caplog.records if "dropped out" in r.getMessage()]
+    assert len(logged) == len(dropped)
+    assert all("\n" not in r.getMessage() and r.exc_info is None for r in logged)
 
 
 @pytest.mark.flower
@@ -133,12 +139,16 @@ def test_flower_simulation_three_nodes_two_rounds(store_url: str, tmp_path: Path
 def test_flower_simulation_survives_dropouts(store_url: str) -> None:
     fleet = FleetSpec.uniform("sim:orin-agx", 3)
     cfg = RunConfig(num_server_rounds=2, store=store_url, dropout_rate=0.5, seed=3, **FAST)
-    report = simulate(cfg, fleet, engine="flower")
+    output: list[str] = []
+    report = simulate(cfg, fleet, engine="flower", on_output=output.append)
     statuses = [c.status for c in report.clients]
     assert "dropped" in statuses and "on-time" in statuses
     dropped = [c for c in report.clients if c.status == "dropped"]
     assert all("dropped out" in c.reason for c in dropped)
     assert len(report.rounds) == 2
+    # the run's Flower output: one line per simulated dropout (the coordinator's), no traceback
+    assert not [ln for ln in output if "Traceback" in ln or "NodeFailureError" in ln], output
+    assert len([ln for ln in output if "failed: node" in ln and "dropped out" in ln]) == len(dropped), output
 
 
 @pytest.mark.redis
