@@ -90,8 +90,13 @@ def load_report(out_dir: str | Path) -> RunReport:
                      data["predictors"])
 
 
+#: Summary keys whose JSON null means "none", not a missing number.
+_NOT_NUMBERS = frozenset({"stopped_by"})
+
+
 def _nan(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (math.nan if v is None else v) for k, v in values.items()}
+    """JSON has no NaN: a null number comes back as NaN (a null that means 'none' stays None)."""
+    return {k: (math.nan if v is None and k not in _NOT_NUMBERS else v) for k, v in values.items()}
 
 
 def _records(rounds: list[dict[str, Any]], clients: list[dict[str, Any]]) -> tuple[list[RoundRecord],

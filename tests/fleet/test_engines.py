@@ -15,7 +15,7 @@ import pytest
 from coordinator.config import RunConfig
 from coordinator.fleet import FleetSpec
 from coordinator.records import RoundRecord
-from coordinator.report import SUMMARY_KEYS
+from coordinator.report import SUMMARY_KEYS, load_report
 from coordinator.store import open_store
 from powerfleet.sim.engines import simulate
 from powerfleet.tasks.digits import evaluate, make_dataset, new_model
@@ -69,6 +69,9 @@ def test_analytic_engine_bootstraps_and_schedules(store_url: str, tmp_path: Path
     assert s["deadline_hit_rate"] >= 0.9 and s["power_cap_violation_rate"] <= 0.1
     assert math.isnan(s["final_accuracy"])  # no training in the analytic engine
     check_report(out, s)
+    # read back as the Flower engine reads its report: a complete run was stopped by nothing
+    back = load_report(out).summary
+    assert back["complete"] is True and back["stopped_by"] is None and math.isnan(back["final_accuracy"])
     # the store now holds the bootstrapped pairs, with the reference as their parent
     store = open_store(store_url)
     pairs = {(m.device_type, m.workload) for m in store.list_pairs()}
