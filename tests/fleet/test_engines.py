@@ -70,7 +70,7 @@ def test_analytic_engine_bootstraps_and_schedules(store_url: str, tmp_path: Path
     assert math.isnan(s["final_accuracy"])  # no training in the analytic engine
     check_report(out, s)
     # read back as the Flower engine reads its report: a complete run was stopped by nothing
-    back = load_report(out).summary
+    back: dict[str, Any] = load_report(out).summary
     assert back["complete"] is True and back["stopped_by"] is None and math.isnan(back["final_accuracy"])
     # the store now holds the bootstrapped pairs, with the reference as their parent
     store = open_store(store_url)
