@@ -237,7 +237,7 @@ class Model(Task):
 @pytest.mark.parametrize(("case", "named"), [
     ("missing_module", r"module no_such_module_xyz does not import"),
     ("not_a_task", r"Model is not a powerfleet Task"),
-    ("abstract", r"abstract method"),
+    ("abstract", r"does not implement build_model"),
     ("bad_shape", r"a batch's inputs have shape \(4,\); input_shape says \(5,\)"),
     ("nan_loss", r"training loss is nan"),
     ("broken_model", r"one training step failed: RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
