@@ -36,6 +36,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sections import md, put_section  # noqa: E402
+
 from coordinator.bootstrap import Bootstrap, board_time_ratio  # noqa: E402
 from coordinator.store.builder import BuildPlan  # noqa: E402
 from powerfleet.protocol.messages import NodeInfo  # noqa: E402
@@ -172,14 +174,6 @@ def run(targets: list[tuple[str, str]], seeds: int) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(acc), pd.DataFrame(opt)
 
 
-def md(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    out = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        out.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -212,14 +206,7 @@ def main() -> None:
         "k = 50 models): a fixed z = 2 against split-conformal margins from the transfer's cross-validation "
         "residuals (time at a 2 % miss level, power at 1 %). Target: median excess <= 3 % with <= 1 % over cap.", "",
         md(o), "", END, ""])
-    path = RESULTS / "predictor.md"
-    old = path.read_text()
-    if START in old:
-        head, rest = old.split(START, 1)
-        old = head + rest.split(END, 1)[1].lstrip("\n")
-    marker = "## Speed"
-    new = old.replace(marker, text + "\n" + marker, 1) if marker in old else old + "\n" + text
-    path.write_text(new)
+    put_section(RESULTS / "predictor.md", START, END, text, before="## Speed")
     print(md(a))
     print(md(o))
 

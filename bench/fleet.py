@@ -29,6 +29,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sections import md, put_section  # noqa: E402
+
 from coordinator.config import RunConfig  # noqa: E402
 from coordinator.fleet import FleetSpec  # noqa: E402
 from powerfleet.protocol.enums import Policy  # noqa: E402
@@ -241,21 +243,7 @@ def cold_store_text(frame: pd.DataFrame, ref: dict[str, float], rounds: int, dea
 
 def write_cold_store(text: str) -> None:
     """Put the cold-store section into fleet.md, replacing an earlier one."""
-    path = RESULTS / "fleet.md"
-    old = path.read_text() if path.exists() else "# Fleet benchmark\n"
-    if COLD_START in old:
-        head, rest = old.split(COLD_START, 1)
-        old = head + rest.split(COLD_END, 1)[1].lstrip("\n")
-    head, sep, tail = old.partition("\n\n")
-    path.write_text(head + sep + text + "\n" + tail if sep else old + "\n" + text)
-
-
-def md(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in frame.iterrows():
-        out.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(out)
+    put_section(RESULTS / "fleet.md", COLD_START, COLD_END, text, empty="# Fleet benchmark\n")
 
 
 def main() -> None:
