@@ -25,11 +25,11 @@ from powerfleet.protocol.messages import NodeInfo, TrainResult, TrainTask
 from powerfleet.protocol.tasks import Task, TaskError, Trainer, cached_task, seeded_model, set_weights
 from powerfleet.serde import artifact_id, decode_predictor
 from powerfleet.tasks.characterize import workload_for
-from powertrain.devices.base import Device, RunResult
+from powertrain.devices.base import Device, RunResult, StepFn
 from powertrain.errors import PowerfleetError
 from powertrain.optimize import ModeTable
 from powertrain.predictor import PowerTrainPredictor
-from powertrain.profiler import SequentialSettings, profile_within
+from powertrain.profiler import ProfileRun, SequentialSettings, profile_within
 from powertrain.workloads import Workload
 
 #: minibatches at the start of the round's window kept out of the observed sample (warm-up)
@@ -63,6 +63,16 @@ def profile_budget_s(task: TrainTask) -> float:
     BOOTSTRAP_BUDGET_SHARE (the rest absorbs a last window's overrun)."""
     cap = task.deadline_s * BOOTSTRAP_BUDGET_SHARE
     return min(task.profile_budget_s, cap) if task.profile_budget_s > 0 else cap
+
+
+def profile_share(dev: Device, workload: Workload, task: TrainTask, step: StepFn | None = None) -> ProfileRun:
+    """A bootstrap node's profiling of the modes its task lists, with the task's estimates, budget
+    and cap (one call for the Flower node and the analytic engine's boards alike)."""
+    modes = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
+    return profile_within(dev, workload, modes, profile_budget_s(task),
+                          SequentialSettings(max_minibatches=task.profile_minibatches),
+                          est_time_ms=task.profile_time_ms or None, est_power_w=task.profile_power_w or None,
+                          power_cap_w=task.power_cap_w, step=step)
 
 
 def build_result(*, node_id: int, device_type: str, unit: int, task: TrainTask, decision: policies.Plan,
@@ -135,12 +145,7 @@ class NodeRuntime:
         profiled = 0
         tried = measured = pd.DataFrame()  # modes profiling ran, and those it measured
         if task.profile_modes:  # bootstrap: profile as many modes as fit, as training steps
-            modes = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
-            run = profile_within(dev, workload, modes, profile_budget_s(task),
-                                 SequentialSettings(max_minibatches=task.profile_minibatches),
-                                 est_time_ms=task.profile_time_ms or None,
-                                 est_power_w=task.profile_power_w or None, power_cap_w=task.power_cap_w,
-                                 step=trainer.step)
+            run = profile_share(dev, workload, task, trainer.step)
             profiled = run.total_minibatches
             tried, measured = (run.tried if run.tried is not None else run.frame), run.frame
             samples.append(run.frame.drop(columns="windows")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from client import policies
-from client.runtime import JOIN_WARMUP_MINIBATCHES, build_result, predictor_table, profile_budget_s
+from client.runtime import JOIN_WARMUP_MINIBATCHES, build_result, predictor_table, profile_share
 from coordinator.fleet import FleetSpec
 from coordinator.rounds import Replies
 from powerfleet.protocol.enums import ChoiceKind, Policy
@@ -30,7 +30,6 @@ from powertrain.boards import BoardPhysics, get_board
 from powertrain.devices.physics import UnitVariation, evaluate, steady_temperature_c
 from powertrain.devices.simulated import NoiseModel, SimulatedJetson
 from powertrain.optimize import ModeTable
-from powertrain.profiler import SequentialSettings, profile_within
 from powertrain.workloads import REFERENCE_WORKLOAD, Workload
 
 #: The window noise of a simulated board: the analytic nodes draw the same per-window noise.
@@ -113,12 +112,9 @@ class AnalyticBackend:
         out: Replies = {}
         plans: dict[int, policies.Plan] = {}
         group_plan: dict[tuple[object, ...], policies.Plan] = {}
-        profiling: dict[int, pd.DataFrame] = {}
         for node_id, task in tasks.items():
             node = self.nodes[node_id]
             table = self._table(task, node)
-            if task.profile_modes:
-                profiling[node_id] = pd.DataFrame({k: list(v) for k, v in task.profile_modes.items()})
             key = (node.device_type, task.policy, task.work_minibatches, task.power_cap_w, task.deadline_s,
                    task.objective, task.margin_z, task.margin_log, node.predictor_id)
             if task.work_minibatches == 0:  # bootstrap: profiling only
@@ -135,11 +131,10 @@ class AnalyticBackend:
             plans[node_id] = group_plan[key]
         for dtype in {self.nodes[n].device_type for n in plans}:
             self._evaluate_type(dtype, {n: p for n, p in plans.items() if self.nodes[n].device_type == dtype},
-                                tasks, profiling, out)
+                                tasks, out)
         return out
 
     def _evaluate_type(self, dtype: str, plans: Mapping[int, policies.Plan], tasks: Mapping[int, TrainTask],
-                       profiling: Mapping[int, pd.DataFrame],
                        out: Replies) -> None:
         ids, variation = self.variation[dtype]
         index = {int(n): i for i, n in enumerate(ids)}
@@ -163,11 +158,9 @@ class AnalyticBackend:
             task, plan = tasks[node_id], plans[node_id]
             time_s, energy, profiled, samples = 0.05, 0.0, 0, _EMPTY
             true_power = float(p_true[j])
-            if node_id in profiling:  # the node's own board profiles, exactly as a Flower node does
+            if task.profile_modes:  # the node's own board profiles, exactly as a Flower node does
                 dev = self._board(self.nodes[node_id], task.seed)
-                run = profile_within(dev, workload, profiling[node_id], profile_budget_s(task),
-                                     SequentialSettings(max_minibatches=task.profile_minibatches),
-                                     est_time_ms=task.profile_time_ms or None, power_cap_w=task.power_cap_w)
+                run = profile_share(dev, workload, task)
                 time_s, energy, profiled = run.device_seconds, run.energy_j, run.total_minibatches
                 samples = run.frame.drop(columns="windows").assign(workload=task.workload, source="profile",
                                                                     device_unit=self.nodes[node_id].unit)
