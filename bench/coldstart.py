@@ -109,6 +109,9 @@ def pair(engine: str, workdir: Path, rounds: int, reuse: bool) -> list[dict[str,
         local = int(json.loads((out / "report.json").read_text())["config"]["local-minibatches"])
         clients["in_update"] = clients.work_done.clip(upper=local)  # what a board's update carries
         print(f"{engine} {start}: {wall:.0f} s, accuracy {list(rounds_df.accuracy.round(3))}", flush=True)
+        if start == "warm" and int(summary.get("bootstrap_rounds", 0)):
+            raise SystemExit(f"{engine}: the warm run bootstrapped in {summary['bootstrap_rounds']} round(s): the "
+                             "cold run left its pairs unbuilt, so there is no warm store to compare with")
         for _, r in rounds_df.iterrows():
             done = clients[(clients["round"] == r["round"]) & clients.status.isin(["on-time", "late"])]
             profiling = done[done.profiling_minibatches > 0]
