@@ -16,7 +16,7 @@ import torch
 
 from powerfleet.protocol.tasks import Task, TaskError, Trainer, load_task, seeded_model
 from powerfleet.tasks.base import BuiltinTask
-from powerfleet.tasks.data import iid_partition, partition, partition_indices
+from powerfleet.tasks.data import cached_arrays, iid_partition, partition, partition_indices
 from powertrain.workloads import get_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,35 @@ def test_examples_are_deterministic_and_test_data_differs() -> None:
     assert torch.equal(a[5][0], b[5][0])
     assert not torch.equal(task.test_data(3)[5][0], a[5][0])
     assert not torch.equal(task.train_data(0, 1, 4)[5][0], a[5][0])  # another seed, other data
+
+
+def test_generated_data_is_cached_as_plain_arrays_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    """Flower runs each message in a fresh process: a generated data set is rendered once per
+    node, and a damaged, foreign or unwritable cache costs only the rebuild."""
+    built: list[int] = []
+
+    def build() -> dict[str, np.ndarray]:
+        built.append(1)
+        return {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "y": np.array([0, 1, 2])}
+
+    def valid(a: dict[str, np.ndarray]) -> bool:
+        return a["x"].shape == (3, 4) and a["y"].shape == (3,)
+
+    first = cached_arrays("k", build, valid, tmp_path)
+    again = cached_arrays("k", build, valid, tmp_path)
+    assert len(built) == 1 and all(np.array_equal(first[k], again[k]) for k in first)
+    assert [p.name for p in tmp_path.iterdir()] == ["k.npz"]  # no temporary file left
+    for damage in (b"garbage", (tmp_path / "k.npz").read_bytes()[:100]):
+        (tmp_path / "k.npz").write_bytes(damage)
+        assert np.array_equal(cached_arrays("k", build, valid, tmp_path)["x"], first["x"])
+    np.savez(tmp_path / "k.npz", x=np.zeros(2), y=np.zeros(2))  # readable, but not what build makes
+    assert np.array_equal(cached_arrays("k", build, valid, tmp_path)["x"], first["x"])
+    np.savez(tmp_path / "k.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(3))  # a pickle: never loaded
+    assert np.array_equal(cached_arrays("k", build, valid, tmp_path)["x"], first["x"])
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert np.array_equal(cached_arrays("k", build, valid, blocked / "sub")["x"], first["x"])  # unwritable
+    assert len(built) == 6
 
 
 def test_dirichlet_partitions_are_label_skewed_and_iid_ones_are_not() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +44,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from powerfleet.protocol.tasks import Task, TaskError, fingerprint, seeded_model
+from powerfleet.tasks.data import user_cache_dir
 from powertrain.workloads import Workload, get_workload
 
 aten = torch.ops.aten
@@ -369,8 +369,7 @@ def workload_key(task: Task, cost_as: str = "") -> str:
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/powerfleet/characterize``, else ``~/.cache/powerfleet/characterize``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "powerfleet" / "characterize"
+    return user_cache_dir("characterize")
 
 
 def _cache_key(digest: str, options: Mapping[str, Any], real_step: bool | None) -> str:

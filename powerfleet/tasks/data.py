@@ -7,6 +7,8 @@ and real data sets through ``flwr-datasets``.
 * :class:`GeneratedData` is a map-style data set whose examples are produced on access from
   ``(seed, index)``: nothing is held in memory or downloaded, and the per-minibatch CPU work a
   data loader does is real (it is what characterisation measures).
+* :func:`cached_arrays` keeps a generated data set in the user cache as plain arrays: Flower
+  starts a fresh ClientApp process for every message, which would otherwise generate it anew.
 * :func:`load_hf_split` loads a Hugging Face data set through ``flwr_datasets``
   (``FederatedDataset`` with ``IidPartitioner`` or ``DirichletPartitioner``), imported lazily;
   an unreachable or unknown data set is one :class:`TaskError` line naming it.
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,39 @@ PARTITIONERS = ("iid", "dirichlet")
 HF_PREFIX = "hf:"
 #: How long the Hub may take to accept a connection before the data set counts as unreachable.
 HUB_PROBE_TIMEOUT_S = 3.0
+
+
+# ---------------------------------------------------------------- generated data, cached
+def user_cache_dir(part: str) -> Path:
+    """``$XDG_CACHE_HOME/powerfleet/<part>``, else ``~/.cache/powerfleet/<part>``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "powerfleet" / part
+
+
+def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]],
+                  valid: Callable[[dict[str, np.ndarray]], bool],
+                  cache_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``build`` makes, kept as ``<key>.npz`` under ``cache_dir`` (default: the user
+    cache, ``data``). The file holds plain arrays, read without pickles; one that is damaged or
+    fails ``valid`` is rebuilt; an unwritable cache only costs the rebuild. ``key`` must change
+    whenever what ``build`` makes does."""
+    path = (cache_dir or user_cache_dir("data")) / f"{key}.npz"
+    with contextlib.suppress(OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        if valid(arrays):
+            return arrays
+    arrays = build()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                np.savez(out, **arrays)  # type: ignore[arg-type]
+            os.replace(tmp, path)  # whole or not at all: concurrent processes may race to write it
+        finally:
+            tmp.unlink(missing_ok=True)
+    return arrays
 
 
 # ---------------------------------------------------------------- partitioning

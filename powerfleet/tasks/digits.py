@@ -21,7 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import TensorDataset
 
 from powerfleet.protocol.tasks import Task
-from powerfleet.tasks.data import check_partitioner, partition, partition_indices
+from powerfleet.tasks.data import cached_arrays, check_partitioner, partition, partition_indices
 from powertrain.errors import check_range
 
 IMAGE_PX = 16
@@ -121,16 +121,34 @@ def _render(digit: int, rng: np.random.Generator, difficulty: float = 0.0) -> np
     return out
 
 
+#: Bump when what ``make_dataset`` renders changes: it names the cached copies.
+RENDER_VERSION = 1
+
+
 @lru_cache(maxsize=4)
 def make_dataset(seed: int = 0, n_train: int = 6000, n_test: int = 1000,
                  difficulty: float = 0.0) -> tuple[Dataset, Dataset]:
-    """Deterministic train and test sets for ``seed`` (cached per process)."""
-    rng = np.random.default_rng([seed, 271828])
+    """Deterministic train and test sets for ``seed`` (cached per process, and on disk: each
+    Flower message runs in a fresh process, and rendering takes about a second)."""
     n = n_train + n_test
-    labels = rng.integers(0, CLASSES, size=n)
-    images = np.stack([_render(int(d), rng, difficulty) for d in labels]).astype(np.float32)[:, None]
-    train = Dataset(images[:n_train], labels[:n_train].astype(np.int64))
-    test = Dataset(images[n_train:], labels[n_train:].astype(np.int64))
+
+    def render() -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed, 271828])
+        labels = rng.integers(0, CLASSES, size=n)
+        images = np.stack([_render(int(d), rng, difficulty) for d in labels]).astype(np.float32)[:, None]
+        return {"x": images, "y": labels.astype(np.int64)}
+
+    def valid(a: dict[str, np.ndarray]) -> bool:
+        x, y = a.get("x"), a.get("y")
+        return (x is not None and y is not None and x.shape == (n, 1, IMAGE_PX, IMAGE_PX) and x.dtype == np.float32
+                and y.shape == (n,) and y.dtype == np.int64 and bool(np.isfinite(x).all())
+                and bool(((y >= 0) & (y < CLASSES)).all()))
+
+    key = f"digits-r{RENDER_VERSION}-seed{seed}-n{n_train}+{n_test}-d{difficulty!r}"
+    arrays = cached_arrays(key, render, valid)
+    images, labels = arrays["x"], arrays["y"]
+    train = Dataset(images[:n_train], labels[:n_train])
+    test = Dataset(images[n_train:], labels[n_train:])
     return train, test
 
 
