@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from flwr.app import Message, MessageType
@@ -17,6 +18,9 @@ from powertrain.errors import PowerfleetError
 log = logging.getLogger("powerfleet.coordinator")
 QUERY_TIMEOUT_S = 120.0
 TTL_MARGIN_S = 60.0
+#: How often replies are pulled from the SuperLink (Flower's own send_and_receive waits 3 s
+#: between pulls, which a round pays once per exchange).
+PULL_INTERVAL_S = 0.25
 
 
 class FlowerBackend:
@@ -29,6 +33,21 @@ class FlowerBackend:
         self.query_timeout_s = query_timeout_s
         self.refusals: dict[int, str] = {}  # node id -> why it refused its latest query
 
+    def _exchange(self, messages: Iterable[Message], timeout_s: float) -> list[Message]:
+        """Push ``messages`` and pull their replies every :data:`PULL_INTERVAL_S` until all are in
+        or ``timeout_s`` has passed (what ``Grid.send_and_receive`` does, without its 3 s naps)."""
+        waiting = set(self.grid.push_messages(messages))
+        deadline = time.monotonic() + timeout_s
+        replies: list[Message] = []
+        while waiting:
+            got = list(self.grid.pull_messages(waiting))
+            replies.extend(got)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(PULL_INTERVAL_S)
+        return replies
+
     def node_ids(self) -> list[int]:
         """The SuperNodes the SuperLink sees online."""
         return list(self.grid.get_node_ids())
@@ -39,7 +58,7 @@ class FlowerBackend:
                             ttl=self.query_timeout_s + TTL_MARGIN_S, group_id=f"query-{query.round}")
                     for n in node_ids]
         infos = []
-        for reply in self.grid.send_and_receive(messages, timeout=self.query_timeout_s):
+        for reply in self._exchange(messages, self.query_timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 self.refusals[node] = _error_summary(reply.error.reason)
@@ -58,7 +77,7 @@ class FlowerBackend:
                             message_type=MessageType.TRAIN, ttl=timeout_s + TTL_MARGIN_S,
                             group_id=f"round-{task.round}") for n, task in tasks.items()]
         out: Replies = {}
-        for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
+        for reply in self._exchange(messages, timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 out[node] = _error_summary(reply.error.reason)
@@ -76,7 +95,7 @@ class FlowerBackend:
         messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE, ttl=timeout_s + TTL_MARGIN_S,
                             group_id="evaluate-final") for n in node_ids]
         out: dict[int, tuple[dict[str, float], int]] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
+        for reply in self._exchange(messages, timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 log.warning("node %s failed the evaluation: %s", node, _error_summary(reply.error.reason))
