@@ -155,6 +155,10 @@ def test_results_are_cached_per_fingerprint_and_options(tmp_path: Path) -> None:
     assert again == first  # the loader timing would differ if it had been measured again
     characterize(load_task(ref + "&blocks=2"), cache_dir=tmp_path, real_step=True)
     assert len(list(tmp_path.glob("*.json"))) == 2
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a cache that cannot be written only costs the recount
+    assert characterize(load_task(ref), cache_dir=blocked / "sub", real_step=True).fingerprint == first.fingerprint
 
 
 # ---------------------------------------------------------------- the CLI

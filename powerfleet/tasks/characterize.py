@@ -29,8 +29,10 @@ fingerprint and options.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -345,11 +347,15 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
         phase_kernels=dict(counter.phase_kernels), params=sum(p.numel() for p in meta_model.parameters()),
         loader_ms=loader_s * 1e3, module_calls=module_calls, aten_ops=counter.aten_ops, loss_checked=checked,
         extra={"counted_on": counted_on})
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=1))
-        tmp.replace(path)
+    if cache:  # every process of a node may characterise at once: each writes its own file, then renames
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):  # an unwritable cache only costs the recount
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(result.to_dict(), indent=1))
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
     return result
 
 
