@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/powerfleet simulate --fleet mixed-12 --rounds 10 --cost-as resnet18-imagenet --out runs/mixed-12
 
-## Run the test suite against a real Redis (started here if nothing answers).
+## Run the test suite against a real Redis (started here if nothing answers); two workers, the
+## test files that start Flower processes one after another on one of them (tests/conftest.py).
 test: $(STAMP)
 	scripts/ensure-redis.sh "$(REDIS_URL)"
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

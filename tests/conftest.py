@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,22 @@ from powertrain.predictor import PowerTrainPredictor
 from tests.procs import PrivateRedis, Procs, alive, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n 2`` (``make test``): the test files that start Flower processes run one
+    after another on one worker - each already loads both cores in bursts, and several write
+    under ``runs/`` - while every other test is balanced over both workers."""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    flower_files = {str(path.relative_to(ROOT)) for path in (ROOT / "tests").rglob("test_*.py")
+                    if "pytest.mark.flower" in path.read_text(encoding="utf-8")}
+
+    class FlowerFilesApart(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "flower" if nodeid.split("::", 1)[0] in flower_files else nodeid
+
+    return FlowerFilesApart(config, log)
 
 
 @pytest.fixture(scope="session")
