@@ -44,7 +44,7 @@ POWER_Z = 2.0
 MIN_NEAR_FRONT = 0.10
 #: Plausible choices: minibatch times up to this many times what the full work in the deadline
 #: needs, or this many times the fastest mode under the cap.
-DEADLINE_SLACK = 1.5
+DEADLINE_SLACK = 1.15
 FASTEST_SLACK = 1.5
 #: A board profiles for as long as its normal work would take at the expected choice, but at
 #: least this share of the deadline.
