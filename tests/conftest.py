@@ -19,6 +19,7 @@ from tests.procs import PrivateRedis, Procs, alive, free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(optionalhook=True)  # only pytest-xdist knows this hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under ``pytest -n 2`` (``make test``): the test files that start Flower processes run one
     after another on one worker - each already loads both cores in bursts, and several write
