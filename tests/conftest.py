@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.hookimpl(optionalhook=True)  # only pytest-xdist knows this hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under ``pytest -n 2`` (``make test``): the test files that start Flower processes run one
-    after another on one worker - each already loads both cores in bursts, and several write
-    under ``runs/`` - while every other test is balanced over both workers."""
+    """Under ``pytest -n 2`` (``make test``): the tests that start Flower processes run one after
+    another on one worker - each already loads both cores in bursts, and several write under
+    ``runs/`` - while every other test is balanced over both workers. (The controller sees only
+    test ids, so the ``flower`` marks are read from the test files' text.)"""
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
-    flower_files = {str(path.relative_to(ROOT)) for path in (ROOT / "tests").rglob("test_*.py")
-                    if "pytest.mark.flower" in path.read_text(encoding="utf-8")}
+    flower = flower_tests()
 
-    class FlowerFilesApart(LoadScopeScheduling):  # type: ignore[misc]
+    class FlowerApart(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "flower" if nodeid.split("::", 1)[0] in flower_files else nodeid
+            path, _, name = nodeid.partition("::")
+            return "flower" if path in flower or f"{path}::{name.split('[', 1)[0]}" in flower else nodeid
 
-    return FlowerFilesApart(config, log)
+    return FlowerApart(config, log)
+
+
+def flower_tests() -> set[str]:
+    """Test files (``pytestmark`` with ``flower``) and ``file::test`` functions marked ``flower``."""
+    marked: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        text = path.read_text(encoding="utf-8")
+        rel = str(path.relative_to(ROOT))
+        if re.search(r"^pytestmark = .*pytest\.mark\.flower", text, re.M):
+            marked.add(rel)
+        marked.update(f"{rel}::{name}" for name in
+                      re.findall(r"^@pytest\.mark\.flower\n(?:@.*\n)*def (test_\w+)", text, re.M))
+    return marked
 
 
 @pytest.fixture(scope="session")

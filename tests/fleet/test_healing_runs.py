@@ -39,7 +39,7 @@ def nano_store(reference_store: Path, tmp_path_factory: pytest.TempPathFactory) 
     """A store whose Orin Nano predictor a run bootstrapped through the fleet (once per module)."""
     path = tmp_path_factory.mktemp("nano") / "store.sqlite"
     shutil.copy(reference_store, path)
-    first = simulate(RunConfig(num_server_rounds=8, store=f"file://{path}", refine_threshold_pct=0.1, **FAST),
+    first = simulate(RunConfig(num_server_rounds=10, store=f"file://{path}", refine_threshold_pct=0.1, **FAST),
                      FleetSpec.from_groups("agx-nano", FLEET, 0), engine="analytic")  # refined: versions to swap
     assert int(first.predictors["orin-nano"]["version"]) >= 2  # type: ignore[call-overload]
     return path
