@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/powerfleet simulate --fleet mixed-12 --rounds 10 --cost-as resnet18-imagenet --out runs/mixed-12
 
 ## Run the test suite against a real Redis (started here if nothing answers); two workers, the
-## test files that start Flower processes one after another on one of them (tests/conftest.py).
+## tests that start Flower processes one after another on one of them (tests/conftest.py).
 test: $(STAMP)
 	scripts/ensure-redis.sh "$(REDIS_URL)"
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
