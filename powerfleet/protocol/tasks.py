@@ -345,8 +345,8 @@ def check_task(task: Task, seed: int = 0) -> str:
     non-finite loss, data without a full minibatch, or an evaluation that fails or is not finite.
     """
     info = task.info()
-    model = _guarded(info.name, "building the model", lambda: seeded_model(task, seed))
-    data = _guarded(info.name, "train_data", lambda: task.train_data(0, 1, seed))
+    model = guarded(info.name, "building the model", lambda: seeded_model(task, seed))
+    data = guarded(info.name, "train_data", lambda: task.train_data(0, 1, seed))
     try:
         batch = next(iter(task.loader(data, seed)))
     except StopIteration:
@@ -357,22 +357,23 @@ def check_task(task: Task, seed: int = 0) -> str:
         raise TaskError(f"task {info.name}: a batch's inputs have shape {tuple(inputs.shape[1:])}; "
                         f"input_shape says {info.input_shape}")
     trainer = Trainer(task, model, data, lr=0.01, seed=seed)
-    _guarded(info.name, "one training step", lambda: trainer.step(0))
-    test = _guarded(info.name, "test_data", lambda: task.test_data(seed))
+    guarded(info.name, "one training step", lambda: trainer.step(0))
+    test = guarded(info.name, "test_data", lambda: task.test_data(seed))
     few = Subset(test, range(min(len(test), int(info.batch_size))))  # type: ignore[arg-type]
-    metrics = _guarded(info.name, "evaluate", lambda: task.evaluate(model, few))
+    metrics = guarded(info.name, "evaluate", lambda: task.evaluate(model, few))
     bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
     if bad:
         raise TaskError(f"task {info.name}: evaluate returned non-finite {bad}")
     return fingerprint(task, model)
 
 
-def _guarded(name: str, what: str, call: Callable[[], _T]) -> _T:
-    """``call()``; a failure other than a :class:`TaskError` becomes one naming ``what``."""
+def guarded(name: str, what: str, call: Callable[[], _T]) -> _T:
+    """``call()``, a piece of task ``name``'s own code; a failure other than a :class:`TaskError`
+    becomes one naming ``what`` (a user's task may fail in any way: one line, not a traceback)."""
     try:
         return call()
     except TaskError:
         raise
-    except Exception as exc:  # a user's task may fail in any way: one line, not a traceback
-        first = str(exc).splitlines()[0] if str(exc) else ""
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TaskError(f"task {name}: {what} failed: {type(exc).__name__}: {first[:300]}") from None

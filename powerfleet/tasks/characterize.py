@@ -45,7 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from powerfleet.protocol.tasks import Task, TaskError, fingerprint, seeded_model
+from powerfleet.protocol.tasks import Task, TaskError, fingerprint, guarded, seeded_model
 from powerfleet.tasks.data import user_cache_dir
 from powertrain.workloads import Workload, get_workload
 
@@ -287,7 +287,7 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
     """
     info = task.info()
     with torch.device("meta"):
-        meta_model = _guard(info.name, "building the model", task.build_model)
+        meta_model = guarded(info.name, "building the model", task.build_model)
     digest = fingerprint(task, meta_model)
     key = _cache_key(digest, dict(info.options), real_step)
     path = (cache_dir or default_cache_dir()) / f"{key}.json"
@@ -298,7 +298,7 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
                 return cached
         except (ValueError, TypeError, KeyError):
             pass  # a stale or damaged entry is recomputed
-    data = _guard(info.name, "making its training data", lambda: task.train_data(0, 1, seed))
+    data = guarded(info.name, "making its training data", lambda: task.train_data(0, 1, seed))
     loader = _loader(task, data, seed)
     batch = _first_batch(task, data, seed)
     meta_batch = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, batch)
@@ -308,7 +308,7 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
         counter, fc_total, module_calls = _count_step(task, meta_model, meta_batch, torch.device("meta"))
     except TaskError:  # e.g. data-dependent shapes (boolean masks) that meta tensors cannot give: count for real
         counted_on = "cpu"
-        real_model = _guard(info.name, "building the model", lambda: seeded_model(task, seed))
+        real_model = guarded(info.name, "building the model", lambda: seeded_model(task, seed))
         counter, fc_total, module_calls = _count_step(task, real_model, batch, torch.device("cpu"))
     counted = sum(c.flop for name, c in counter.classes.items() if name in DENSE_CLASSES)
     if abs(counted - fc_total) > 1e-6 * max(fc_total, 1.0):
@@ -386,17 +386,6 @@ def _cache_key(digest: str, options: Mapping[str, Any], real_step: bool | None) 
     return f"{digest}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def _guard(name: str, what: str, fn: Callable[[], Any]) -> Any:
-    """Run a piece of the user's task; any failure is one :class:`TaskError` line."""
-    try:
-        return fn()
-    except TaskError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TaskError(f"task {name}: {what} failed: {type(exc).__name__}: {first[:300]}") from None
-
-
 def _first_batch(task: Task, data: Any, seed: int) -> Any:
     """One minibatch from the task's loader (fetched in this process), its inputs checked."""
     info = task.info()
@@ -408,7 +397,7 @@ def _first_batch(task: Task, data: Any, seed: int) -> Any:
         return loader.collate_fn([loader.dataset[i] for i in next(iter(loader.batch_sampler))])
 
     try:
-        batch = _guard(info.name, "loading a minibatch", fetch)
+        batch = guarded(info.name, "loading a minibatch", fetch)
     except StopIteration:
         raise TaskError(f"task {info.name}: its training data holds no full minibatch of {info.batch_size}") \
             from None
@@ -424,7 +413,7 @@ def _loader(task: Task, data: Any, seed: int) -> torch.utils.data.DataLoader[Any
     workers than this host's cores is beside the point."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
-        loader: torch.utils.data.DataLoader[Any] = _guard(task.info().name, "making its loader",
+        loader: torch.utils.data.DataLoader[Any] = guarded(task.info().name, "making its loader",
                                                           lambda: task.loader(data, seed))
     return loader
 
@@ -435,10 +424,10 @@ def _count_step(task: Task, model: torch.nn.Module, batch: Any,
     uncounted step creates the optimizer state (momentum buffers, Adam moments), as every step
     but the first of a round finds it. Also returns the ``nn.Module`` calls of the counted step."""
     name = task.info().name
-    optimizer = _guard(name, "making its optimizer", lambda: task.make_optimizer(model, 0.01))
+    optimizer = guarded(name, "making its optimizer", lambda: task.make_optimizer(model, 0.01))
     prefer_foreach(optimizer)
     with _ScalarOnMeta():  # type: ignore[no-untyped-call]
-        _guard(name, "one training step", lambda: task.train_step(model, batch, optimizer))
+        guarded(name, "one training step", lambda: task.train_step(model, batch, optimizer))
     flop_counter = FlopCounterMode(display=False, custom_mapping={aten.convolution_backward: conv_backward_flop})
     counter = KernelCounter(flop_counter.flop_registry, device)
     pre = optimizer.register_step_pre_hook(lambda *_: setattr(counter, "in_optimizer", True))
@@ -451,7 +440,7 @@ def _count_step(task: Task, model: torch.nn.Module, batch: Any,
     hook = torch.nn.modules.module.register_module_forward_pre_hook(count_call)
     try:
         with flop_counter, counter:
-            _guard(name, "one training step", lambda: task.train_step(model, batch, optimizer))
+            guarded(name, "one training step", lambda: task.train_step(model, batch, optimizer))
     finally:
         pre.remove()
         post.remove()
@@ -512,9 +501,9 @@ def framework_mcycles(module_calls: int, param_tensors: int) -> float:
 def _real_step(task: Task, batch: Any, seed: int) -> float:
     """One real CPU step of the task's own ``train_step``; a non-finite loss is a :class:`TaskError`."""
     name = task.info().name
-    model = _guard(name, "building the model", lambda: seeded_model(task, seed))
-    optimizer = _guard(name, "making its optimizer", lambda: task.make_optimizer(model, 0.01))
-    loss = float(_guard(name, "one training step", lambda: task.train_step(model, batch, optimizer)))
+    model = guarded(name, "building the model", lambda: seeded_model(task, seed))
+    optimizer = guarded(name, "making its optimizer", lambda: task.make_optimizer(model, 0.01))
+    loss = float(guarded(name, "one training step", lambda: task.train_step(model, batch, optimizer)))
     if not math.isfinite(loss):
         raise TaskError(f"task {name}: training loss is {loss}; check the learning rate and data")
     return loss
