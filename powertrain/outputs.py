@@ -26,11 +26,19 @@ from pathlib import Path
 
 from powertrain.errors import PowerfleetError
 
-__all__ = ["OutputError", "atomic_output", "atomic_outputs", "check_output", "check_output_dir", "current_umask"]
+__all__ = ["OutputError", "atomic_output", "atomic_outputs", "check_output", "check_output_dir", "current_umask",
+           "user_cache_dir"]
 
 
 class OutputError(PowerfleetError):
     """An output path that cannot be written (directory, special file, unwritable place)."""
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/powerfleet/<parts>``, else ``~/.cache/powerfleet/<parts>``: where the
+    embedded store and the caches of characterisations and generated data live."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "powerfleet", *parts)
 
 
 def current_umask() -> int:

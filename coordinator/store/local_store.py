@@ -41,6 +41,7 @@ from coordinator.store.errors import (
 )
 from powerfleet.serde import MAX_ARTIFACT_BYTES, ArtifactInfo, ProfileInfo, load_predictor
 from powertrain.errors import InvalidParameterError, PowerfleetError
+from powertrain.outputs import user_cache_dir
 
 SCHEMA_VERSION = 1
 _META_COLS = ("device_type, workload, version, artifact_id, kind, parent_id, n_samples, created_at, "
@@ -76,8 +77,7 @@ R = TypeVar("R")
 
 def default_store_path() -> Path:
     """``$XDG_CACHE_HOME/powerfleet/store.sqlite``, else ``~/.cache/powerfleet/store.sqlite``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "powerfleet" / "store.sqlite"
+    return user_cache_dir("store.sqlite")
 
 
 def _sqlite_error(store: Any, exc: Exception) -> PowerfleetError | None:

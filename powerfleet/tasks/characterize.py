@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -46,7 +45,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from powerfleet.protocol.tasks import Task, TaskError, fingerprint, guarded, seeded_model
-from powerfleet.tasks.data import user_cache_dir
+from powertrain.outputs import OutputError, atomic_output, user_cache_dir
 from powertrain.workloads import Workload, get_workload
 
 aten = torch.ops.aten
@@ -347,15 +346,11 @@ def characterize(task: Task, *, reference: str = "", seed: int = 0, real_step: b
         phase_kernels=dict(counter.phase_kernels), params=sum(p.numel() for p in meta_model.parameters()),
         loader_ms=loader_s * 1e3, module_calls=module_calls, aten_ops=counter.aten_ops, loss_checked=checked,
         extra={"counted_on": counted_on})
-    if cache:  # every process of a node may characterise at once: each writes its own file, then renames
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError):  # an unwritable cache only costs the recount
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+    if cache:  # every process of a node may characterise at once: each writes its own temporary file
+        with contextlib.suppress(OSError, OutputError):  # an unwritable cache only costs the recount
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path, what="characterisation cache") as tmp:
                 tmp.write_text(json.dumps(result.to_dict(), indent=1))
-                tmp.replace(path)
-            finally:
-                tmp.unlink(missing_ok=True)
     return result
 
 

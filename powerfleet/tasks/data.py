@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from powerfleet.protocol.tasks import TaskError
 from powertrain.errors import InvalidParameterError, check_range
+from powertrain.outputs import OutputError, atomic_output, user_cache_dir
 
 PARTITIONERS = ("iid", "dirichlet")
 #: ``dataset=`` values: ``generated`` (the default) or ``hf:<name or local directory>``.
@@ -41,12 +42,6 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 
 # ---------------------------------------------------------------- generated data, cached
-def user_cache_dir(part: str) -> Path:
-    """``$XDG_CACHE_HOME/powerfleet/<part>``, else ``~/.cache/powerfleet/<part>``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "powerfleet" / part
-
-
 def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]],
                   valid: Callable[[dict[str, np.ndarray]], bool],
                   cache_dir: Path | None = None) -> dict[str, np.ndarray]:
@@ -61,15 +56,10 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]],
         if valid(arrays):
             return arrays
     arrays = build()
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, OutputError):  # whole or not at all, a temporary file per writer
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as out:
-                np.savez(out, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)  # whole or not at all: concurrent processes may race to write it
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_output(path, what="cache file") as tmp, open(tmp, "wb") as out:
+            np.savez(out, **arrays)  # type: ignore[arg-type]
     return arrays
 
 
