@@ -32,8 +32,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class FlowerApart(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            path, _, name = nodeid.partition("::")
-            return "flower" if path in flower or f"{path}::{name.split('[', 1)[0]}" in flower else nodeid
+            return "flower" if is_flower(nodeid, flower) else nodeid
 
     return FlowerApart(config, log)
 
@@ -49,6 +48,12 @@ def flower_tests() -> set[str]:
         marked.update(f"{rel}::{name}" for name in
                       re.findall(r"^@pytest\.mark\.flower\n(?:@.*\n)*def (test_\w+)", text, re.M))
     return marked
+
+
+def is_flower(nodeid: str, flower: set[str]) -> bool:
+    """Whether test ``nodeid`` is one of ``flower`` (:func:`flower_tests`), parameters aside."""
+    path, _, name = nodeid.partition("::")
+    return path in flower or f"{path}::{name.split('[', 1)[0]}" in flower
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import flower_tests
+from tests.conftest import flower_tests, is_flower
 
 
 def test_the_scheduler_finds_exactly_the_flower_tests(request: pytest.FixtureRequest) -> None:
     flower = flower_tests()
     seen = 0
     for item in request.session.items:
-        path, _, name = item.nodeid.partition("::")
-        by_text = path in flower or f"{path}::{name.split('[', 1)[0]}" in flower
+        by_text = is_flower(item.nodeid, flower)
         assert by_text == (item.get_closest_marker("flower") is not None), item.nodeid
         seen += by_text
     assert seen >= 1 or not any(i.get_closest_marker("flower") for i in request.session.items)
