@@ -6,14 +6,16 @@ Two questions, on the rough simulated Jetsons, for a few transfer targets and se
    space-filling modes for a fixed count each. The fleet's bootstrap instead profiles modes
    in the decision region (under the cap, fast enough for a plausible deadline, near the
    time/energy front), chosen round by round from the source predictor rescaled to what the
-   boards measured, each measured only until its mean is known (:class:`coordinator.bootstrap.
-   Bootstrap` and :func:`powertrain.profiler.profile_within`, exactly as the fleet runs them,
-   on four boards). It stops when it has 50 modes or has drawn the space-filling run's
-   joules. Both transfer the same reference; MAPE is taken on the decision-region modes of
-   the target's measured grid (and over the whole grid).
+   boards measured, each measured only until its mean is known (:class:`coordinator.bootstrap.Bootstrap` and
+   :func:`powertrain.profiler.profile_within`, exactly as the fleet runs them, on four boards).
+   It stops when it has 50 modes or has drawn the space-filling run's joules. Both transfer
+   the same reference; MAPE is taken on the decision-region modes of the target's measured
+   grid (and over the whole grid), and on three boards of the type that neither sampling
+   measured.
 2. **Calibrated margins.** The bench's optimization cases (min time under 12 power caps per
-   target, judged on the measured grid) with a fixed z = 2 and with split-conformal margins
-   from the transfer's own cross-validation residuals.
+   target, judged on the measured grid and on the noise-free truth) with a fixed z = 2 and
+   with split-conformal margins from the transfer's own cross-validation residuals, beside the
+   noise floor of such a judge: every mode measured a second time, no predictor.
 
 Writes a section into ``bench/results/predictor.md`` and ``bench/results/decisions_raw.csv``.
 
@@ -56,6 +58,11 @@ TARGETS = [("orin-agx", "mobilenetv3-gld23k"), ("orin-agx", "bert-base-squad"), 
 CAP_W = {"orin-agx": 25.0, "xavier-agx": 25.0, "orin-nano": 10.0}
 DEADLINE_S, WORK = 20.0, 50
 BOARDS = 4
+#: Boards no sampling measured (unit offsets): a fleet's predictor serves every board of its type,
+#: and the space-filling run measured the very board the main columns judge on.
+HELD_OUT = (100, 101, 102)
+#: How far under the cap the noise-floor rows choose (fractions of the cap).
+FLOOR_BACKOFFS = (0.0, 0.02, 0.04)
 START, END = "<!-- decisions -->", "<!-- /decisions -->"
 
 
@@ -63,8 +70,9 @@ def unit(device: str) -> int:
     return 1 if device == REF[0] else 0
 
 
-def measured_grid(device: str, workload: str) -> pd.DataFrame:
-    return profile(SimulatedJetson(device, unit=unit(device), seed=5000), workload,
+def measured_grid(device: str, workload: str, board: int | None = None) -> pd.DataFrame:
+    """The target's grid measured on the space-filling board, or on board ``unit(device) + board``."""
+    return profile(SimulatedJetson(device, unit=unit(device) + (board or 0), seed=5000), workload,
                    get_space(device).modes("powertrain")).frame
 
 
@@ -74,6 +82,17 @@ def region_of(frame: pd.DataFrame, cap_w: float) -> np.ndarray:
     fastest = float(t[p <= cap_w].min()) if (p <= cap_w).any() else math.inf
     return decision_region(t, p, power_cap_w=cap_w, max_time_ms=max(1.5 * DEADLINE_S * 1000 / WORK, 1.5 * fastest),
                            near_front=0.10)
+
+
+def judged(seen: pd.DataFrame, truth: pd.DataFrame, i: int, cap_w: float) -> dict[str, Any]:
+    """Mode ``i`` as the choice under ``cap_w``, judged on the measured grid (as a user would) and
+    on the noise-free truth: its time over the fastest mode under the cap, and whether it is over."""
+    out: dict[str, Any] = {}
+    for frame, suffix in ((seen, ""), (truth, "_truth")):
+        t, p = frame.time_ms.to_numpy(), frame.power_w.to_numpy()
+        out[f"excess_pct{suffix}"] = (t[i] / t[p <= cap_w].min() - 1) * 100
+        out[f"over_cap{suffix}"] = bool(p[i] > cap_w)
+    return out
 
 
 def bootstrap_samples(ref: PowerTrainPredictor, device: str, workload: str, seed: int,
@@ -130,6 +149,18 @@ def run(targets: list[tuple[str, str]], seeds: int) -> tuple[pd.DataFrame, pd.Da
         region = region_of(seen, CAP_W[device])
         t_seen, p_seen = seen.time_ms.to_numpy(), seen.power_w.to_numpy()
         caps = np.linspace(np.percentile(p_seen, 10), p_seen.max(), 12)
+        truth = SimulatedJetson(device, unit=unit(device), seed=5000).true_performance(workload, grid)
+        held = [measured_grid(device, workload, board) for board in HELD_OUT]
+        held_regions = [region_of(h, CAP_W[device]) for h in held]
+        case = {"device": device, "workload": workload}
+        # the noise floor: every mode measured a second time, the fastest under the cap (backed off) chosen
+        again = profile(SimulatedJetson(device, unit=unit(device), seed=7000), workload, grid).frame
+        t_again, p_again = again.time_ms.to_numpy(), again.power_w.to_numpy()
+        for cap in caps:
+            for backoff in FLOOR_BACKOFFS:
+                i = int(np.argmin(np.where(p_again <= cap * (1 - backoff), t_again, np.inf)))
+                opt.append({**case, "seed": 0, "cap_w": cap, **judged(seen, truth, i, float(cap)),
+                            "margins": f"every mode measured again, {backoff:.0%} under the cap"})
         for seed in range(seeds):
             picked = sample_modes(grid, 50, strategy="spacefill", seed=seed)
             sf_run = profile(SimulatedJetson(device, unit=unit(device), seed=1000 + seed), workload, picked,
@@ -151,7 +182,11 @@ def run(targets: list[tuple[str, str]], seeds: int) -> tuple[pd.DataFrame, pd.Da
                             "modes": len(samples), "profiling_j": joules, "region_modes": int(region.sum()),
                             "time_mape_region": mape(pred.time_ms[region], t_seen[region]),
                             "power_mape_region": mape(pred.power_w[region], p_seen[region]),
-                            "time_mape_all": mape(pred.time_ms, t_seen), "power_mape_all": mape(pred.power_w, p_seen)})
+                            "time_mape_all": mape(pred.time_ms, t_seen), "power_mape_all": mape(pred.power_w, p_seen),
+                            **{f"{target}_mape_region_held_out": float(np.mean(
+                                [mape(getattr(pred, col)[r], h[col].to_numpy()[r]) for h, r in zip(held, held_regions,
+                                                                                                    strict=True)]))
+                               for target, col in (("time", "time_ms"), ("power", "power_w"))}})
                 if name != "spacefill k=50":
                     continue
                 table = ModeTable(grid, pred, tuple(knobs))
@@ -162,13 +197,11 @@ def run(targets: list[tuple[str, str]], seeds: int) -> tuple[pd.DataFrame, pd.Da
                                                   conformal_margin(state.target("power").cv_log_residuals, 0.01)),
                 }
                 for cap in caps:
-                    best = t_seen[p_seen <= cap].min()
                     for label, margin in margins.items():
                         res = table.choose(power_cap_w=float(cap), objective="time", margin_z=2.0, margin_log=margin)
                         i = res.index if isinstance(res, Choice) else (res.closest.index if res.closest else 0)
-                        opt.append({"device": device, "workload": workload, "seed": seed, "cap_w": cap,
-                                    "margins": label, "excess_pct": (t_seen[i] / best - 1) * 100,
-                                    "over_cap": bool(p_seen[i] > cap)})
+                        opt.append({**case, "seed": seed, "cap_w": cap, **judged(seen, truth, i, float(cap)),
+                                    "margins": label})
             print(f"  {device}/{workload} seed {seed}: spacefill {sf_run.energy_j:.0f} J, "
                   f"decision region {dr_j:.0f} J ({len(dr_samples)} modes)", flush=True)
     return pd.DataFrame(acc), pd.DataFrame(opt)
@@ -182,15 +215,20 @@ def main() -> None:
     acc, opt = run(targets, seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     acc.assign(kind="accuracy").to_csv(RESULTS / "decisions_raw.csv", index=False)
-    a = acc.groupby("sampling")[["modes", "profiling_j", "time_mape_region", "power_mape_region", "time_mape_all",
+    a = acc.groupby("sampling")[["modes", "profiling_j", "time_mape_region", "power_mape_region",
+                                 "time_mape_region_held_out", "power_mape_region_held_out", "time_mape_all",
                                  "power_mape_all"]].mean().reset_index()
     per = acc.pivot_table(index=["device", "workload"], columns="sampling",
-                          values=["time_mape_region", "power_mape_region", "profiling_j"]).round(3)
+                          values=["time_mape_region", "power_mape_region", "time_mape_region_held_out",
+                                  "power_mape_region_held_out", "profiling_j"]).round(3)
     per.columns = [f"{c[0]} ({c[1]})" for c in per.columns]
     per = per.reset_index()
     o = opt.groupby("margins").agg(median_excess_pct=("excess_pct", "median"),
                                    p90_excess_pct=("excess_pct", lambda s: float(np.percentile(s, 90))),
-                                   cap_exceeded_rate=("over_cap", "mean"), cases=("over_cap", "size")).reset_index()
+                                   cap_exceeded_rate=("over_cap", "mean"),
+                                   median_excess_pct_truth=("excess_pct_truth", "median"),
+                                   cap_exceeded_rate_truth=("over_cap_truth", "mean"),
+                                   cases=("over_cap", "size")).reset_index()
     text = "\n".join([
         START, "## Where the decisions are, and calibrated margins (issue 13)", "",
         f"Generated by `bench/decisions.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}: "
@@ -200,11 +238,17 @@ def main() -> None:
         "known) stopped at 50 modes, at the joules the space-filling run drew, or when the region has no unprofiled "
         "mode left; `spacefill, equal joules`: space-filling with as many modes as those joules buy. "
         f"Caps: {', '.join(f'{k} {v:g} W' for k, v in CAP_W.items())}; deadline {DEADLINE_S:g} s for {WORK} "
-        "minibatches. MAPE % against the measured grid: on its decision-region modes (`_region`) and on all.", "",
+        "minibatches. MAPE % against the measured grid of the board the space-filling run profiled: on its "
+        "decision-region modes (`_region`) and on all; `_held_out`: on the decision regions of three other boards of "
+        "the type, which no sampling measured (means over the boards), as a fleet uses its predictor.", "",
         md(a), "", "Per target (means over seeds):", "", md(per), "",
-        "Optimization cases (min time under 12 caps per target, judged on the measured grid, the space-filling "
-        "k = 50 models): a fixed z = 2 against split-conformal margins from the transfer's cross-validation "
-        "residuals (time at a 2 % miss level, power at 1 %). Target: median excess <= 3 % with <= 1 % over cap.", "",
+        "Optimization cases (min time under 12 caps per target, the space-filling k = 50 models): a fixed z = 2 "
+        "against split-conformal margins from the transfer's cross-validation residuals (time at a 2 % miss level, "
+        "power at 1 %). Judged on the measured grid, as a user would (excess over the measured-fastest mode whose "
+        "measured power is under the cap), and on the board's noise-free truth (`_truth`). Target: median excess "
+        "<= 3 % with <= 1 % over cap. The `every mode measured again` rows are the noise floor of that target: no "
+        "predictor, every mode of the grid measured a second time on the same board and the fastest under the cap "
+        "(or 2 %, 4 % under it) chosen from those measurements (one per target and cap, so a third of the cases).", "",
         md(o), "", END, ""])
     put_section(RESULTS / "predictor.md", START, END, text, before="## Speed")
     print(md(a))
