@@ -34,7 +34,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from powerfleet.sim.processes import ProcessGroup, free_port  # noqa: E402
+from loopback import CONNECTION, loopback  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
@@ -56,35 +56,13 @@ def run_simulate(store: str, out: Path, rounds: int) -> float:
 def run_deployment(store: str, out: Path, rounds: int, workdir: Path) -> float:
     """A loopback SuperLink, 3 SuperNodes (sim:orin-nano units 0-2, partitions 0-2), ``flwr run``."""
     started = time.perf_counter()
-    port = free_port()
-    home = workdir / "flwr"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\n'
-                                      f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "FLWR_DISABLE_UPDATE_CHECK": "1"}
-    procs = ProcessGroup(workdir / "logs", env)
-    try:
-        procs.start("superlink", [str(BIN / "flower-superlink"), "--insecure",
-                                  "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                                  "--port", str(port), "--database", str(home / "superlink.db")])
-        for i in range(3):
-            procs.start(f"supernode-{i}", [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                "--port", str(free_port()),
-                "--node-config", f'device="sim:orin-nano?unit={i}" partition-id={i} num-partitions=3'])
-        deadline = time.monotonic() + 60
-        while subprocess.run([str(BIN / "flwr"), "ls", "loopback"], env=env, capture_output=True).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the SuperLink did not answer: {procs.log('superlink')[-2000:]}")
-            time.sleep(1)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with loopback(BIN, workdir, env, nodes=3) as deployment:
         config = (f'num-server-rounds={rounds} min-available-nodes=3 store="{store}" out-dir="{out}" seed=0')
-        proc = subprocess.run([str(BIN / "flwr"), "run", str(ROOT), "loopback", "--stream", "--run-config", config],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
+        proc = subprocess.run([str(BIN / "flwr"), "run", str(ROOT), CONNECTION, "--stream", "--run-config", config],
+                              env=deployment.env, cwd=ROOT, capture_output=True, text=True, timeout=4 * 3600)
         if proc.returncode != 0 or not (out / "summary.json").is_file():
             raise RuntimeError(f"flwr run failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    finally:
-        procs.stop_all()
     return time.perf_counter() - started
 
 

@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from powerfleet.sim.processes import ProcessGroup, free_port  # noqa: E402
+from loopback import CONNECTION, loopback  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 NODES = 3
@@ -55,51 +54,20 @@ def _run_config(version: str, rounds: int, store: Path, out: Path) -> str:
     return " ".join(f"{k}={v}" for k, v in keys.items())
 
 
-def _wait_registered(procs: ProcessGroup, timeout_s: float = 120.0) -> None:
-    """Until every SuperNode has registered with the SuperLink (it logs its node id then)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all("SuperNode ID:" in procs.log(f"supernode-{i}") for i in range(NODES)):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("SuperNodes did not start")
-
-
 def deploy_once(version: str, checkout: Path, rounds: int, store: Path, workdir: Path) -> dict[str, Any]:
     """One deployment of ``checkout`` on loopback; returns wall time, rounds and messages per node."""
     bin_dir = checkout / ".venv" / "bin"
-    home = workdir / "flwr-home"
-    home.mkdir(parents=True)
-    port = free_port()
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\n'
-                                      f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir), "FLWR_HOME": str(home),
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "POWERFLEET_RUNS_DIR": str(workdir / "runs")}
-    procs = ProcessGroup(workdir / "logs", env)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(workdir), "POWERFLEET_RUNS_DIR": str(workdir / "runs")}
     out = workdir / "report"
-    try:
-        procs.start("superlink", [str(bin_dir / "flower-superlink"), "--insecure",
-                                  "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                                  "--port", str(port), "--database", str(workdir / "superlink.db")])
-        for _ in range(600):
-            if subprocess.run([str(bin_dir / "flwr"), "ls", "loopback"], env=env, capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        for i in range(NODES):
-            node_config = f'device="sim:orin-nano?unit={i}" partition-id={i} num-partitions={NODES}'
-            procs.start(f"supernode-{i}", [str(bin_dir / "flower-supernode"), "--insecure", "--superlink",
-                                           f"127.0.0.1:{port}", "--port", str(free_port()),
-                                           "--node-config", node_config])
-        _wait_registered(procs)
+    with loopback(bin_dir, workdir, env, nodes=NODES) as deployment:
         started = time.perf_counter()
-        run = procs.start("flwr-run", [str(bin_dir / "flwr"), "run", str(checkout), "loopback", "--stream",
-                                       "--run-config", _run_config(version, rounds, store, out)], cwd=workdir)
+        run = deployment.procs.start("flwr-run", [str(bin_dir / "flwr"), "run", str(checkout), CONNECTION, "--stream",
+                                                  "--run-config", _run_config(version, rounds, store, out)],
+                                     cwd=workdir)
         run.wait(timeout=3600)
         wall_s = time.perf_counter() - started
-        stream = procs.log("flwr-run")
-        messages = [Counter(_RECEIVED.findall(procs.log(f"supernode-{i}"))) for i in range(NODES)]
-    finally:
-        procs.stop_all()
+        stream = deployment.procs.log("flwr-run")
+        messages = [Counter(_RECEIVED.findall(deployment.supernode_log(i))) for i in range(NODES)]
     if not (out / "summary.json").is_file():
         raise RuntimeError(f"{version}: the run wrote no report:\n{stream[-3000:]}")
     summary = pd.read_json(out / "summary.json", typ="series")
