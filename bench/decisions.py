@@ -6,8 +6,9 @@ Two questions, on the rough simulated Jetsons, for a few transfer targets and se
    space-filling modes for a fixed count each. The fleet's bootstrap instead profiles modes
    in the decision region (under the cap, fast enough for a plausible deadline, near the
    time/energy front), chosen round by round from the source predictor rescaled to what the
-   boards measured, each measured only until its mean is known (:class:`coordinator.bootstrap.Bootstrap` and
-   :func:`powertrain.profiler.profile_within`, exactly as the fleet runs them, on four boards).
+   boards measured, each measured only until its mean is known
+   (:class:`coordinator.bootstrap.Bootstrap` and :func:`powertrain.profiler.profile_within`,
+   exactly as the fleet runs them, on four boards).
    It stops when it has 50 modes or has drawn the space-filling run's joules. Both transfer
    the same reference; MAPE is taken on the decision-region modes of the target's measured
    grid (and over the whole grid), and on three boards of the type that neither sampling
@@ -19,7 +20,7 @@ Two questions, on the rough simulated Jetsons, for a few transfer targets and se
 
 Writes a section into ``bench/results/predictor.md`` and ``bench/results/decisions_raw.csv``.
 
-    .venv/bin/python bench/decisions.py            # 5 targets x 3 seeds (~15 min on 2 cores)
+    .venv/bin/python bench/decisions.py            # 5 targets x 3 seeds (~6 min on 2 cores)
     .venv/bin/python bench/decisions.py --quick    # 2 targets x 1 seed
 """
 
