@@ -20,7 +20,7 @@ Two questions, on the rough simulated Jetsons, for a few transfer targets and se
 
 Writes a section into ``bench/results/predictor.md`` and ``bench/results/decisions_raw.csv``.
 
-    .venv/bin/python bench/decisions.py            # 5 targets x 3 seeds (~6 min on 2 cores)
+    .venv/bin/python bench/decisions.py            # 5 targets x 3 seeds (~3 min on 2 cores)
     .venv/bin/python bench/decisions.py --quick    # 2 targets x 1 seed
 """
 
