@@ -71,9 +71,9 @@ def unit(device: str) -> int:
     return 1 if device == REF[0] else 0
 
 
-def measured_grid(device: str, workload: str, board: int | None = None) -> pd.DataFrame:
-    """The target's grid measured on the space-filling board, or on board ``unit(device) + board``."""
-    return profile(SimulatedJetson(device, unit=unit(device) + (board or 0), seed=5000), workload,
+def measured_grid(device: str, workload: str, board: int = 0) -> pd.DataFrame:
+    """The target's grid measured on board ``unit(device) + board`` (0: the space-filling board)."""
+    return profile(SimulatedJetson(device, unit=unit(device) + board, seed=5000), workload,
                    get_space(device).modes("powertrain")).frame
 
 
