@@ -12,7 +12,9 @@ lets the simulation wrap the device (fault injection); the deployed ``app`` uses
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.clientapp import ClientApp
@@ -21,7 +23,6 @@ from flwr.common.constant import ErrorCode
 from client.runtime import NodeFailureError, NodeRuntime, predictor_table
 from powerfleet.protocol import messages
 from powerfleet.protocol.messages import TrainTask
-from powerfleet.protocol.tasks import cached_task, seeded_model, set_weights
 from powertrain.devices import Device, make_device, parse_device_spec
 from powertrain.errors import DeviceError
 
@@ -68,7 +69,11 @@ def node_device_spec(node_config: Mapping[str, object], fleet: Sequence[str], pa
 
 
 def query(msg: Message, context: Context) -> Message:
-    """Report device type, unit, held predictor version and availability."""
+    """Report device type, unit, held predictor version and availability.
+
+    Cheap on purpose (the coordinator waits for it before round 1): the task is loaded and the
+    board checked against it, so a node that cannot run it refuses the run now, but nothing
+    trains; the warm-up waits for the node's first round."""
     q = messages.query_from_records(msg.content)
     cfg = context.node_config
     partition = _int(cfg.get("partition-id", 0))
@@ -77,17 +82,16 @@ def query(msg: Message, context: Context) -> Message:
         "spec": spec, "partition-id": partition,
         "num-partitions": _int(cfg.get("num-partitions", max(len(q.fleet), 1)))})
     node = _runtime(context)
+    node.task(q.task, q.cost_as)  # a task that does not load here, or cost-as on a real board: refused
     with node.device:  # a real board is restored to its own settings when the handler ends
-        if _DEVICE not in context.state.config_records:  # first contact: warm up once
-            node.warm_up(q.task, q.cost_as, seed=0)
-            context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
         held = context.state.config_records.get(_PREDICTOR)
         info = node.info(context.node_id, str(held["id"]) if held else "", True)
     return Message(messages.info_to_records(info), reply_to=msg)
 
 
 def train(msg: Message, context: Context, device_hook: DeviceHook | None = None) -> Message:
-    """Choose a mode, train for real, measure, and reply with weights, metrics and samples."""
+    """Choose a mode, train for real, measure, and reply with weights, metrics, samples and the
+    received model's evaluation on this node's held-out data."""
     task, weights = messages.task_from_records(msg.content)
     node = _runtime(context)
     table = None
@@ -99,6 +103,11 @@ def train(msg: Message, context: Context, device_hook: DeviceHook | None = None)
         artifact = held["artifact"]
         if isinstance(artifact, bytes):
             pid, table = predictor_table(artifact, node.device)
+    if _DEVICE not in context.state.config_records:  # the node's first round: warm up once, off the clock
+        with node.device:
+            node.warm_up(task.task, task.cost_as, seed=0)
+        context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
+    received = node.evaluate(task.task, task.seed, weights) if weights else None
     if device_hook is not None:
         node.device = device_hook(node.device, task, context)
     try:
@@ -109,31 +118,17 @@ def train(msg: Message, context: Context, device_hook: DeviceHook | None = None)
                 context.state[_DEVICE] = ConfigRecord(dict(node.device.snapshot()))
     except NodeFailureError as exc:  # a node that died mid-round: an error reply of one line, no traceback
         return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=exc.message), reply_to=msg)
+    if received is not None:
+        metrics, examples = received
+        result = replace(result, received_loss=metrics.get("loss", math.nan),
+                         received_accuracy=metrics.get("accuracy", math.nan), received_examples=examples)
     return Message(messages.result_to_records(result, new_weights), reply_to=msg)
 
 
-def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global model on this node's own held-out data (federated evaluation)."""
-    reference, seed, weights = messages.evaluate_from_records(msg.content)
-    node = context.state.config_records.get(_NODE)
-    partition = _int(node["partition-id"]) if node else _int(context.node_config.get("partition-id", 0))
-    partitions = _int(node["num-partitions"]) if node else _int(context.node_config.get("num-partitions", 1))
-    task = cached_task(reference)
-    model = seeded_model(task, seed)
-    set_weights(model, weights)
-    data = task.local_test_data(partition, partitions, seed)
-    metrics = task.evaluate(model, data)
-    return Message(messages.evaluation_to_records(metrics, len(data)), reply_to=msg)  # type: ignore[arg-type]
-
-
 def build_client_app(device_hook: DeviceHook | None = None) -> ClientApp:
-    """A ClientApp answering ``query``, ``train`` and ``evaluate``; ``device_hook`` wraps the
-    device per train task."""
+    """A ClientApp answering ``query`` and ``train``; ``device_hook`` wraps the device per train
+    task."""
     client_app = ClientApp()
-
-    @client_app.evaluate()
-    def _evaluate(msg: Message, context: Context) -> Message:
-        return evaluate(msg, context)
 
     @client_app.query()
     def _query(msg: Message, context: Context) -> Message:

@@ -34,7 +34,7 @@ from powertrain.workloads import Workload
 
 #: minibatches at the start of the round's window kept out of the observed sample (warm-up)
 OBSERVE_WARMUP = 3
-#: minibatches a node runs once when it joins, before its first round
+#: minibatches a node runs once, off the clock, before its first round
 JOIN_WARMUP_MINIBATCHES = 12
 #: share of the deadline a bootstrap node profiles for (the rest absorbs a last window's overrun)
 BOOTSTRAP_BUDGET_SHARE = 0.97
@@ -114,12 +114,21 @@ class NodeRuntime:
 
     def warm_up(self, reference: str, cost_as: str, seed: int,
                 minibatches: int = JOIN_WARMUP_MINIBATCHES) -> None:
-        """Run a few untimed minibatches of the task once when the node joins (framework start-up:
-        cuDNN autotuning, allocator growth), so the first round is not charged for them."""
+        """Run a few untimed minibatches of the task once, before the node's first round (framework
+        start-up: cuDNN autotuning, allocator growth), so that round is not charged for them."""
         task, workload = self.task(reference, cost_as)
         data = task.train_data(self.partition_id, self.num_partitions, seed)
         trainer = Trainer(task, seeded_model(task, seed), data, lr=1e-9, seed=seed)
         self.device.run(workload, minibatches, trainer.step)
+
+    def evaluate(self, reference: str, seed: int, weights: Mapping[str, np.ndarray]) -> tuple[dict[str, float], int]:
+        """The metrics of a global model on this node's own held-out data, and how many examples
+        they cover (federated evaluation; off the device clock, as no board is charged for it)."""
+        task = cached_task(reference)
+        model = seeded_model(task, seed)
+        set_weights(model, dict(weights))
+        data = task.local_test_data(self.partition_id, self.num_partitions, seed)
+        return task.evaluate(model, data), len(data)  # type: ignore[arg-type]
 
     def info(self, node_id: int, predictor_id: str, available: bool) -> NodeInfo:
         """The node's answer to a query."""

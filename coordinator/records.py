@@ -92,6 +92,11 @@ class RoundRecord:
     loss: float
     profiling_minibatches: int
     predictor_versions: str  # "type=vN,..."
+    #: federated evaluation: the model the nodes received this round, on their own held-out data
+    #: (before they trained; ``accuracy`` is the central evaluation after aggregation)
+    federated_accuracy: float = math.nan
+    federated_loss: float = math.nan
+    federated_examples: int = 0
     idle_energy_j: float = 0.0  # selected boards waiting at idle for the close
     maxn_energy_j: float = math.nan  # the same client-rounds on the MAXN fleet, idle included
     energy_by_type_j: dict[str, float] = field(default_factory=dict)
@@ -192,6 +197,8 @@ def describe_round(record: RoundRecord, clients: Sequence[ClientRecord], rounds:
     mode_text = "; ".join(f"{t} " + ", ".join(f"{m} x{n}" for m, n in sorted(ms.items(), key=lambda kv: -kv[1])[:2])
                           for t, ms in sorted(modes.items())) or "none"
     acc = "" if math.isnan(record.accuracy) else f", accuracy {record.accuracy:.3f}"
+    if not math.isnan(record.federated_accuracy):
+        acc += f", {record.federated_accuracy:.3f} on the nodes' data before training"
     boot = " (bootstrap)" if record.bootstrap else ""
     return (f"powerfleet round {record.round}/{rounds}{boot}: {record.selected} selected, {record.on_time} on time, "
             f"{record.late} late, {record.dropped} dropped, {record.skipped} skipped; modes {mode_text}; "

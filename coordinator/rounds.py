@@ -70,11 +70,6 @@ class FleetBackend(Protocol):
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Results per node; a string is why a node failed; absent nodes did not reply in time."""
 
-    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
-                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
-        """Federated evaluation: each node's metrics of ``weights`` on its own data, and how many
-        examples they cover (nodes that fail or do not reply are absent)."""
-
 
 @dataclass
 class PairPredictor:
@@ -102,6 +97,12 @@ class RunReport:
 RoundCallback = Callable[[RoundRecord], None]
 
 
+def node_query(cfg: RunConfig, fleet: FleetSpec | None, rnd: int) -> NodeQuery:
+    """What a node is asked when it is first seen (before round ``rnd``; 0 before the first)."""
+    specs = tuple(n.device_spec for n in fleet.nodes) if fleet else ()
+    return NodeQuery(round=rnd, task=cfg.task, cost_as=cfg.cost_as, fleet=specs)
+
+
 class FleetCoordinator:
     """Runs ``config.num_server_rounds`` rounds over ``backend`` (see the module docstring)."""
 
@@ -124,7 +125,6 @@ class FleetCoordinator:
         self.rounds: list[RoundRecord] = []
         self.clients: list[ClientRecord] = []
         self.nodes: dict[int, NodeInfo] = {}  # every node seen, as it last described itself
-        self.federated: dict[int, tuple[dict[str, float], int]] = {}  # the final federated evaluation
         self.stopped_by = ""  # the signal that ended the run early (see run())
         self.claims: dict[str, LockHandle] = {}  # bootstrap locks held, by device type (see _ensure)
         self.task = cached_task(config.task)
@@ -143,9 +143,7 @@ class FleetCoordinator:
         ids = set(self.backend.node_ids())
         new = sorted(ids - self.nodes.keys())
         if new:
-            specs = tuple(n.device_spec for n in self.fleet.nodes) if self.fleet else ()
-            query = NodeQuery(round=rnd, task=self.cfg.task, cost_as=self.cfg.cost_as, fleet=specs)
-            for info in self.backend.query(query, new):
+            for info in self.backend.query(node_query(self.cfg, self.fleet, rnd), new):
                 self.nodes[info.node_id] = info
         order = lambda i: (i.device_type, i.unit, i.partition_id, i.node_id)  # noqa: E731
         connected = sorted((i for n, i in self.nodes.items() if n in ids), key=order)
@@ -281,10 +279,6 @@ class FleetCoordinator:
                 record = self.run_round(rnd)
                 if self.on_round is not None:
                     self.on_round(record)
-            if self.backend.real_training:  # one federated evaluation of the final model on the nodes' own data
-                connected, _ = self._connected(self.cfg.num_server_rounds + 1)
-                self.federated = self.backend.evaluate(self.cfg.task, self.cfg.seed, self.weights,
-                                                       [i.node_id for i in connected], self.cfg.round_timeout_s)
         except RunInterrupted as exc:
             self.stopped_by = exc.signal_name
             log.info("stopped by %s after %d of %d rounds", exc.signal_name, len(self.rounds),
@@ -361,6 +355,8 @@ class FleetCoordinator:
             loss, acc = float(metrics.get("loss", math.nan)), float(metrics.get("accuracy", math.nan))
         record, records = self._round_record(rnd, bootstrap_round, records, time.perf_counter() - started, acc, loss,
                                              notes)
+        fed_acc, fed_loss, fed_examples = federated_evaluation(replies)
+        record = replace(record, federated_accuracy=fed_acc, federated_loss=fed_loss, federated_examples=fed_examples)
         self.rounds.append(record)
         self.clients.extend(records)
         log.info("%s", describe_round(record, records, self.cfg.num_server_rounds))
@@ -532,15 +528,28 @@ class FleetCoordinator:
         return predictors
 
     def summary_extra(self) -> dict[str, object]:
-        """What the summary adds to :func:`coordinator.records.summarize`: the task and the
-        federated evaluation of the final model."""
-        examples = sum(n for _, n in self.federated.values())
-        federated = {key: sum(m.get(key, math.nan) * n for m, n in self.federated.values()) / examples
-                     for key in ("accuracy", "loss")} if examples else {"accuracy": math.nan, "loss": math.nan}
-        extra = {"task": self.cfg.task, "workload": self.workload, "cost_as": self.cfg.cost_as,
-                 "strategy": self.cfg.strategy, "federated_accuracy": federated["accuracy"],
-                 "federated_loss": federated["loss"], "federated_eval_nodes": len(self.federated)}
-        return extra
+        """What the summary adds to :func:`coordinator.records.summarize`: the task, and the
+        federated evaluation of the last model the nodes evaluated - the one they received in the
+        last round that has one, i.e. before that round's training (the final model is evaluated
+        centrally, ``final_accuracy``: a wave of its own would cost every node a message)."""
+        last = next((r for r in reversed(self.rounds) if r.federated_examples), None)
+        return {"task": self.cfg.task, "workload": self.workload, "cost_as": self.cfg.cost_as,
+                "strategy": self.cfg.strategy,
+                "federated_accuracy_before_last_round": last.federated_accuracy if last else math.nan,
+                "federated_loss_before_last_round": last.federated_loss if last else math.nan,
+                "federated_examples_before_last_round": last.federated_examples if last else 0}
+
+
+def federated_evaluation(replies: Replies) -> tuple[float, float, int]:
+    """The round's federated evaluation (accuracy, loss, examples), weighted by examples: the nodes
+    that replied evaluated the model they received on their own held-out data before training
+    (on time or late alike)."""
+    results = [r[0] for r in replies.values() if not isinstance(r, str) and r[0].received_examples > 0]
+    examples = sum(r.received_examples for r in results)
+    if not examples:
+        return math.nan, math.nan, 0
+    return (sum(r.received_accuracy * r.received_examples for r in results) / examples,
+            sum(r.received_loss * r.received_examples for r in results) / examples, examples)
 
 
 def bootstrap_lock(device_type: str, workload: str) -> str:

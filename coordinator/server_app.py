@@ -23,7 +23,7 @@ from coordinator.flower_backend import FlowerBackend
 from coordinator.interrupt import raise_on_signals
 from coordinator.records import RoundRecord
 from coordinator.report import PROGRESS_FILE, check_report_dir, progress_writer, write_report
-from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport
+from coordinator.rounds import FleetCoordinator, RoundCallback, RunReport, node_query
 from coordinator.store import open_store, redact_url, resolve_store_url
 from powerfleet.protocol.tasks import cached_task, check_task
 from powertrain.errors import InvalidParameterError, PowerfleetError
@@ -60,6 +60,8 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
     """
     if fleet is None:
         fleet = FleetSpec.load(cfg.fleet_file) if cfg.fleet_file else default_fleet()
+    backend = FlowerBackend(grid)
+    backend.announce(node_query(cfg, fleet, 0))  # the nodes describe themselves while this process starts up
     check_task(cached_task(cfg.task), cfg.seed)  # a task that does not load or train: one line, nothing made
     created = not out_dir_for(cfg, run_id).exists()
     out = check_report_dir(out_dir_for(cfg, run_id), what="out-dir")  # before any round, not after the run
@@ -68,7 +70,7 @@ def run_fleet(grid: Grid, cfg: RunConfig, fleet: FleetSpec | None = None, on_rou
         store = open_store(url or None, local_path=out / "store-fallback.sqlite" if url else None)
         log.info("powerfleet run %s: store %s, report in %s", run_id, store.url, out.resolve())
         try:
-            coordinator = FleetCoordinator(cfg, store, FlowerBackend(grid), fleet=fleet)
+            coordinator = FleetCoordinator(cfg, store, backend, fleet=fleet)
             checkpoint = progress_writer(out, coordinator)
 
             def each_round(record: RoundRecord) -> None:

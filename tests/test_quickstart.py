@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +105,12 @@ def test_readme_loopback_quickstart(reference_store: Path, tmp_path: Path) -> No
         steady = clients[~clients.bootstrap]
         assert (steady.status == "on-time").all() and (steady.true_power_w <= 25.0).all()
         assert summary["predictors"]["orin-nano"]["version"] == 1
+        rounds = pd.read_csv(out / "rounds.csv")  # every round's train replies carry the nodes' evaluation
+        assert (rounds.federated_examples > 0).all() and rounds.federated_accuracy.between(0, 1).all()
+        assert summary["federated_accuracy_before_last_round"] == pytest.approx(rounds.federated_accuracy.iloc[-1])
+        for i in range(3):  # one query, sent as the run starts, then one message per round
+            log = (ROOT / f"runs/quickstart/supernode-{i}.log").read_text()
+            assert Counter(re.findall(r"Receiving: (\w+) message", log)) == {"query": 1, "train": 3}, log[-2000:]
         for rnd in (1, 2, 3):  # one line per round, in --stream and in Flower's own log store
             assert f"powerfleet round {rnd}/3" in output
             assert f"powerfleet round {rnd}/3" in (ROOT / "runs/quickstart/flwr-log.txt").read_text()

@@ -115,6 +115,11 @@ class TrainResult:
     #: what the same round would have cost on a fleet that runs everything at maximum
     maxn_time_ms: float = float("nan")
     maxn_power_w: float = float("nan")
+    #: federated evaluation without a message of its own: the global model as the node received
+    #: it this round, evaluated on the node's own held-out data before it trained (NaN, 0: not run)
+    received_loss: float = float("nan")
+    received_accuracy: float = float("nan")
+    received_examples: int = 0
 
     def metrics(self) -> dict[str, float]:
         """Scalar metrics for records and reports (``num-examples`` under Flower's name)."""
@@ -235,6 +240,8 @@ def result_from_records(rd: RecordDict, node_id: int) -> tuple[TrainResult, dict
         choice=str(meta["choice"]),
         samples=samples, predictor_id=str(meta["predictor-id"]),
         maxn_time_ms=_f(m["maxn_time_ms"]), maxn_power_w=_f(m["maxn_power_w"]),
+        received_loss=_f(m["received_loss"]), received_accuracy=_f(m["received_accuracy"]),
+        received_examples=_i(m["received_examples"]),
     )
     arrays = rd.array_records["arrays"]
     return res, {k: arrays[k].numpy() for k in arrays}
@@ -289,29 +296,3 @@ def _config(rd: RecordDict, key: str) -> ConfigRecord:
     if key not in rd.config_records:
         raise DataFormatError(f"message is missing its {key!r} record")
     return rd.config_records[key]
-
-
-# ---------------------------------------------------------------- federated evaluation
-def evaluate_to_records(task: str, seed: int, weights: Mapping[str, np.ndarray]) -> RecordDict:
-    """Ask a node to evaluate the global model on its own held-out data."""
-    return RecordDict({"arrays": _arrays(weights), "config": ConfigRecord({"task": task, "seed": seed})})
-
-
-def evaluate_from_records(rd: RecordDict) -> tuple[str, int, dict[str, np.ndarray]]:
-    """Decode an evaluate message: (task reference, seed, weights)."""
-    c = _config(rd, "config")
-    arrays = rd.array_records["arrays"]
-    return str(c["task"]), _i(c["seed"]), {k: arrays[k].numpy() for k in arrays}
-
-
-def evaluation_to_records(metrics: Mapping[str, float], num_examples: int) -> RecordDict:
-    """A node's evaluation: its metrics and how many examples they cover (Flower's names)."""
-    return RecordDict({"metrics": MetricRecord({"num-examples": int(num_examples), **{k: float(v) for k, v in
-                                                                                      metrics.items()}})})
-
-
-def evaluation_from_records(rd: RecordDict) -> tuple[dict[str, float], int]:
-    """Decode a node's evaluation: (metrics, examples)."""
-    m = dict(rd.metric_records["metrics"])
-    n = _i(m.pop("num-examples"))
-    return {k: _f(v) for k, v in m.items()}, n

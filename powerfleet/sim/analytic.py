@@ -102,11 +102,6 @@ class AnalyticBackend:
             self.boards[node.node_id] = board
         return self.boards[node.node_id]
 
-    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
-                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
-        """No training here, so nothing to evaluate."""
-        return {}
-
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Plan per group, evaluate every node's mode at once per device type."""
         out: Replies = {}

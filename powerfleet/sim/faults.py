@@ -139,11 +139,6 @@ class DropoutBackend:
         """Delegated."""
         return self.inner.query(query, node_ids)
 
-    def evaluate(self, task: str, seed: int, weights: Mapping[str, np.ndarray], node_ids: Sequence[int],
-                 timeout_s: float) -> dict[int, tuple[dict[str, float], int]]:
-        """Delegated."""
-        return self.inner.evaluate(task, seed, weights, node_ids, timeout_s)
-
     def train(self, tasks: Mapping[int, TrainTask], weights: Mapping[str, np.ndarray], timeout_s: float) -> Replies:
         """Failing nodes reply with the dropout reason; the others train as usual."""
         failed = {n: t for n, t in tasks.items() if self.plan.fails(t.round, self.partition_of[n])}
