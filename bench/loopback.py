@@ -27,7 +27,6 @@ class Loopback:
 
     procs: ProcessGroup
     env: dict[str, str]
-    nodes: int
 
     def supernode_log(self, i: int) -> str:
         """What SuperNode ``i`` printed so far."""
@@ -65,6 +64,6 @@ def loopback(bin_dir: Path, workdir: Path, env: Mapping[str, str], nodes: int = 
             if time.monotonic() > deadline:
                 raise RuntimeError("the SuperNodes did not register")
             time.sleep(0.2)
-        yield Loopback(procs, full_env, nodes)
+        yield Loopback(procs, full_env)
     finally:
         procs.stop_all()
